@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS calls, agents, knowledge_bases;
