@@ -19,6 +19,11 @@ CREATE TABLE agents (
     -- the rest of the definition (prompt, providers, functions, …) as validated JSON;
     -- provider api keys inside it are AES-GCM encrypted
     spec         jsonb NOT NULL DEFAULT '{}'::jsonb,
+    -- the agent's public JSON (keys shown as "********"), rendered at every write so
+    -- that reads serve it without decoding; view_version says which release's format
+    -- it is in, and older ones are re-rendered from spec when read
+    view         text NOT NULL DEFAULT '',
+    view_version integer NOT NULL DEFAULT 0,
     created_at   timestamptz NOT NULL DEFAULT now(),
     updated_at   timestamptz NOT NULL DEFAULT now()
 );

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+	"github.com/riverqueue/river"
+
+	"github.com/parleyhq/parley/accounts"
+	"github.com/parleyhq/parley/agents"
+	"github.com/parleyhq/parley/httpapi"
+	"github.com/parleyhq/parley/httpapi/ratelimit"
+	"github.com/parleyhq/parley/internal/crypt"
+	"github.com/parleyhq/parley/internal/db"
+	"github.com/parleyhq/parley/internal/jobs"
+	"github.com/parleyhq/parley/internal/lkserver"
+	"github.com/parleyhq/parley/internal/safehttp"
+)
+
+// role selects what a process runs.
+type role struct {
+	API     bool // serve HTTP
+	Workers bool // work background jobs
+}
+
+// app is one wired Parley process. Components are built in dependency order and
+// stopped in reverse, so shutdown drains: HTTP stops taking requests and finishes the
+// in-flight ones, jobs finish or are released, usage counters are flushed, then the pool
+// closes.
+type app struct {
+	cfg      appConfig
+	role     role
+	log      *slog.Logger
+	pool     *pgxpool.Pool
+	redis    *redis.Client
+	registry *prometheus.Registry
+	accounts *accounts.Service
+	agents   *agents.Service
+	jobs     *jobs.Client
+	api      *httpapi.Server
+	stopOnce sync.Once
+}
+
+func newApp(ctx context.Context, cfg appConfig, r role, log *slog.Logger) (*app, error) {
+	a := &app{cfg: cfg, role: r, log: log, registry: prometheus.NewRegistry()}
+	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ok := false
+	defer func() {
+		if !ok {
+			a.Stop()
+		}
+	}()
+	var err error
+	if a.pool, err = db.Open(ctx, cfg.DB); err != nil {
+		return nil, err
+	}
+	if n, err := db.Pending(ctx, a.pool); err != nil {
+		return nil, err
+	} else if n > 0 {
+		return nil, fmt.Errorf("the database has %d pending migrations: run `parley migrate up` first", n)
+	}
+	key, err := crypt.ParseKey(cfg.SecretKey)
+	if err != nil {
+		return nil, fmt.Errorf("PARLEY_SECRET_KEY: %w", err)
+	}
+	box, err := crypt.New(key)
+	if err != nil {
+		return nil, err
+	}
+	guard, err := safehttp.New(cfg.SafeHTTP)
+	if err != nil {
+		return nil, err
+	}
+	acfg := cfg.Accounts
+	acfg.Logger = log
+	if a.accounts, err = accounts.New(a.pool, acfg); err != nil {
+		return nil, err
+	}
+	if a.agents, err = agents.New(a.pool, agents.Config{}, box, guard, guard); err != nil {
+		return nil, err
+	}
+
+	var store ratelimit.Store = ratelimit.NewPostgresStore(a.pool)
+	if cfg.RedisURL != "" {
+		opts, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("PARLEY_REDIS_URL: %w", err)
+		}
+		// Context deadlines must bound Redis calls (see ratelimit.NewRedisStore).
+		opts.ContextTimeoutEnabled = true
+		a.redis = redis.NewClient(opts)
+		store = ratelimit.NewRedisStore(a.redis, "")
+	}
+
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &maintenanceWorker{accounts: a.accounts, pool: a.pool, log: log})
+	periodic := []*river.PeriodicJob{
+		river.NewPeriodicJob(river.PeriodicInterval(10*time.Minute),
+			func() (river.JobArgs, *river.InsertOpts) { return maintenanceArgs{}, nil },
+			&river.PeriodicJobOpts{RunOnStart: true}),
+	}
+	jcfg := cfg.Jobs
+	jcfg.Work = r.Workers
+	if a.jobs, err = jobs.New(a.pool, jcfg, workers, periodic, log); err != nil {
+		return nil, err
+	}
+
+	if r.API {
+		limiter, err := ratelimit.New(ratelimit.Config{}, store)
+		if err != nil {
+			return nil, err
+		}
+		ready := []httpapi.ReadyCheck{
+			{Name: "database", Check: func(ctx context.Context) error { return a.pool.Ping(ctx) }},
+			{Name: "job_queue", Check: func(ctx context.Context) error { return jobs.Ping(ctx, a.pool) }},
+		}
+		if cfg.LiveKit.URL != "" {
+			httpURL := strings.Replace(strings.Replace(cfg.LiveKit.URL, "wss://", "https://", 1), "ws://", "http://", 1)
+			ready = append(ready, httpapi.ReadyCheck{Name: "livekit", Check: func(ctx context.Context) error { return lkserver.Ping(ctx, httpURL) }})
+		}
+		if a.redis != nil {
+			ready = append(ready, httpapi.ReadyCheck{Name: "redis", Check: func(ctx context.Context) error { return a.redis.Ping(ctx).Err() }})
+		}
+		a.api, err = httpapi.New(cfg.HTTP, httpapi.Deps{
+			Logger: log, Registry: a.registry, Accounts: a.accounts, Agents: a.agents,
+			Limiter: limiter, Ready: ready, Version: version,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	ok = true
+	return a, nil
+}
+
+// Run starts the components and blocks until ctx is cancelled, then stops them all.
+func (a *app) Run(ctx context.Context, onReady func(addr string)) error {
+	defer a.Stop()
+	if err := a.accounts.Start(ctx); err != nil {
+		return err
+	}
+	if err := a.jobs.Start(context.WithoutCancel(ctx)); err != nil {
+		return fmt.Errorf("jobs: %w", err)
+	}
+	if a.api == nil {
+		if onReady != nil {
+			onReady("")
+		}
+		<-ctx.Done()
+		return nil
+	}
+	err := a.api.ListenAndServe(ctx, onReady)
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// Stop releases everything in reverse order; safe to call twice.
+func (a *app) Stop() {
+	a.stopOnce.Do(func() {
+		if a.jobs != nil {
+			a.jobs.Stop()
+		}
+		if a.accounts != nil {
+			a.accounts.Stop()
+		}
+		if a.redis != nil {
+			a.redis.Close()
+		}
+		if a.pool != nil {
+			a.pool.Close()
+		}
+	})
+}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/parleyhq/parley/accounts"
+	"github.com/parleyhq/parley/httpapi"
+	"github.com/parleyhq/parley/internal/config"
+	"github.com/parleyhq/parley/internal/db"
+	"github.com/parleyhq/parley/internal/jobs"
+	"github.com/parleyhq/parley/internal/safehttp"
+)
+
+// appConfig is every component's config, read from the environment in one place.
+type appConfig struct {
+	DB        db.Config
+	HTTP      httpapi.Config
+	Accounts  accounts.Config
+	SafeHTTP  safehttp.Config
+	Jobs      jobs.Config
+	SecretKey string // PARLEY_SECRET_KEY: AES-256 key for secrets at rest
+	RedisURL  string
+	LiveKit   liveKitConfig
+	LogLevel  slog.Level
+	LogFormat string
+}
+
+type liveKitConfig struct {
+	URL, APIKey, APISecret string
+}
+
+// loadConfig reads every setting. dev switches the defaults that suit a local sandbox
+// (private URLs allowed); explicit variables always win.
+func loadConfig(env *config.Env, dev bool) (appConfig, error) {
+	var c appConfig
+	c.DB.URL = env.FirstString([]string{"PARLEY_DATABASE_URL", "DATABASE_URL"}, "",
+		"PostgreSQL URL (with pgvector). `parley dev` runs a managed database instead.")
+	c.DB.MaxConns = int32(env.Int("PARLEY_DB_MAX_CONNS", 0, "connection pool size (0: 4 per CPU, at least 16)"))
+
+	c.HTTP.Addr = env.String("PARLEY_ADDR", ":8080", "HTTP listen address (`parley dev` defaults to 127.0.0.1:8080)")
+	c.HTTP.PublicURL = env.String("PARLEY_PUBLIC_URL", "", "URL clients use to reach Parley (default from PARLEY_ADDR)")
+	c.HTTP.MaxBodyBytes = int64(env.Int("PARLEY_MAX_BODY_BYTES", 1<<20, "request body limit in bytes (413 above it)"))
+	c.HTTP.CORSOrigins = env.List("PARLEY_CORS_ORIGINS", "", "comma-separated browser origins allowed by CORS; * for any; empty disables CORS")
+	c.HTTP.TrustedProxies = env.Prefixes("PARLEY_TRUSTED_PROXIES", "", "CIDRs of reverse proxies whose X-Forwarded-For is trusted for client IPs")
+	c.HTTP.RateLimitUser = env.Int("PARLEY_RATE_LIMIT_USER", 100, "requests per minute per authenticated user (0 disables)")
+	c.HTTP.RateLimitIP = env.Int("PARLEY_RATE_LIMIT_IP", 30, "requests per minute per client IP on public routes (0 disables)")
+
+	secret := env.String("PARLEY_JWT_SECRET", "", "HMAC key for access tokens, at least 32 bytes (`parley dev` generates one)")
+	c.Accounts.JWTSecret = []byte(secret)
+	c.Accounts.AccessTTL = env.Duration("PARLEY_ACCESS_TOKEN_TTL", 15*time.Minute, "access token lifetime")
+	c.Accounts.RefreshTTL = env.Duration("PARLEY_REFRESH_TOKEN_TTL", 30*24*time.Hour, "login session (refresh token) lifetime")
+	c.SecretKey = env.String("PARLEY_SECRET_KEY", "", "32-byte key (64 hex chars or base64) encrypting provider API keys at rest (`parley dev` generates one)")
+
+	c.SafeHTTP.AllowPrivate = env.Bool("PARLEY_ALLOW_PRIVATE_URLS", dev,
+		"allow user-configured URLs (webhooks, functions, knowledge URLs, provider base_urls) to reach private, loopback and link-local addresses (`parley dev`: true)")
+	c.SafeHTTP.Timeout = env.Duration("PARLEY_OUTBOUND_TIMEOUT", 10*time.Second, "timeout of outbound HTTP requests to user-configured URLs")
+
+	c.Jobs.MaxWorkers = env.Int("PARLEY_JOB_WORKERS", 50, "background jobs run at once per worker process")
+	c.RedisURL = env.String("PARLEY_REDIS_URL", "", "Redis URL; when set, rate-limit state lives there instead of PostgreSQL")
+
+	c.LiveKit.URL = env.String("PARLEY_LIVEKIT_URL", "", "LiveKit server URL (ws:// or wss://); `parley dev` runs a managed one")
+	c.LiveKit.APIKey = env.String("PARLEY_LIVEKIT_API_KEY", "", "LiveKit API key")
+	c.LiveKit.APISecret = env.String("PARLEY_LIVEKIT_API_SECRET", "", "LiveKit API secret")
+
+	level := env.String("PARLEY_LOG_LEVEL", "info", "log level: debug (includes one line per request), info, warn, error")
+	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
+		return c, fmt.Errorf("config: PARLEY_LOG_LEVEL=%q: %w", level, err)
+	}
+	c.LogFormat = env.String("PARLEY_LOG_FORMAT", "text", "log format: text or json")
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return c, fmt.Errorf("config: PARLEY_LOG_FORMAT must be text or json, not %q", c.LogFormat)
+	}
+	return c, env.Err()
+}
+
+func newLogger(c appConfig) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.LogLevel}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+
+	"github.com/parleyhq/parley/accounts"
+	"github.com/parleyhq/parley/httpapi/ratelimit"
+)
+
+// maintenanceArgs is the periodic housekeeping job: expired login sessions and stale
+// rate-limit windows are deleted so those tables stay small.
+type maintenanceArgs struct{}
+
+func (maintenanceArgs) Kind() string { return "maintenance" }
+
+// InsertOpts makes the job unique per period, so several workers' periodic schedulers
+// never pile up duplicates.
+func (maintenanceArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{UniqueOpts: river.UniqueOpts{ByPeriod: 5 * time.Minute}}
+}
+
+type maintenanceWorker struct {
+	river.WorkerDefaults[maintenanceArgs]
+	accounts *accounts.Service
+	pool     *pgxpool.Pool
+	log      *slog.Logger
+}
+
+func (w *maintenanceWorker) Work(ctx context.Context, job *river.Job[maintenanceArgs]) error {
+	sessions, err := w.accounts.PurgeExpired(ctx)
+	if err != nil {
+		return err
+	}
+	windows, err := ratelimit.NewPostgresStore(w.pool).Cleanup(ctx, time.Now().Add(-10*time.Minute))
+	if err != nil {
+		return err
+	}
+	w.log.Debug("maintenance", "expired_sessions", sessions, "rate_limit_windows", windows)
+	return nil
+}
