@@ -6,3 +6,5 @@ CREATE UNLOGGED TABLE rate_limit_windows (
     count         integer NOT NULL DEFAULT 0,
     PRIMARY KEY (bucket, window_start)
 );
+-- Cleanup deletes by age; without this it would scan the table.
+CREATE INDEX rate_limit_windows_start ON rate_limit_windows (window_start);
