@@ -389,7 +389,7 @@ func (s *Service) session(ctx context.Context, tenantID, sessionID string) (sess
 			}
 		}
 		if s.listening.Load() {
-			s.sessions.put(sessionID, e, epoch, time.Now())
+			s.sessions.put(sessionID, e, !e.found, epoch, time.Now())
 		}
 		return e, nil
 	})
@@ -431,7 +431,7 @@ func (s *Service) apiKey(ctx context.Context, h [32]byte) (keyEntry, error) {
 			}
 		}
 		if s.listening.Load() {
-			s.keys.put(h, e, epoch, time.Now())
+			s.keys.put(h, e, !e.found, epoch, time.Now())
 		}
 		return e, nil
 	})

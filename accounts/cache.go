@@ -37,9 +37,9 @@ import (
 //   - A TTL (Config.CacheTTL) bounds staleness in the one case left: a connection that
 //     died silently, whose loss the listener has not noticed yet.
 //
-// Misses (unknown keys) are cached too, so a flood of invalid keys costs one query each
-// per TTL rather than per request. That is safe: a new key's hash cannot have been looked
-// up before, short of guessing 190 random bits.
+// Misses (unknown keys) are cached too, so repeating an invalid key costs one query per
+// TTL rather than per request. That is safe: a new key's hash cannot have been looked up
+// before, short of guessing 190 random bits.
 
 // notifyChannel is the LISTEN/NOTIFY channel for cache invalidations. Payloads:
 // "key:<hex sha256>", "session:<id>", "user:<id>" (every cached session and key of that
@@ -82,11 +82,13 @@ func (c *cache[K, V]) begin() uint64 {
 	return c.epoch
 }
 
-// put stores v unless something was evicted since begin returned epoch.
-func (c *cache[K, V]) put(k K, v V, epoch uint64, now time.Time) {
+// put stores v unless something was evicted since begin returned epoch. A miss (an
+// unknown credential) is only stored while the cache is less than half full, so a flood
+// of random keys can neither grow it without bound nor keep flushing the real entries.
+func (c *cache[K, V]) put(k K, v V, miss bool, epoch uint64, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.epoch != epoch {
+	if c.epoch != epoch || (miss && len(c.m) >= c.max/2) {
 		return
 	}
 	if len(c.m) >= c.max {

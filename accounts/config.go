@@ -29,8 +29,8 @@ type Config struct {
 	// a notification is lost without the listener noticing. Default 60 seconds.
 	CacheTTL time.Duration
 	// CacheMaxEntries caps each cache (keys, sessions). A full cache is cleared, which
-	// costs one database read per live credential; it also bounds what random invalid
-	// keys (which are cached as misses) can make us hold. Default 100000.
+	// costs one database read per live credential; misses (unknown keys) only fill half
+	// of it, so random invalid keys cannot cause that. Default 100000.
 	CacheMaxEntries int
 	// UsageFlushInterval is how often API key usage counters are written. Default 2
 	// seconds: one statement per interval, whatever the request rate.

@@ -140,6 +140,9 @@ func (s Secret) MarshalJSON() ([]byte, error) {
 	return []byte(`""`), nil
 }
 
+// JSONSchemaAlias documents a Secret as a string in generated schemas (OpenAPI).
+func (Secret) JSONSchemaAlias() any { return "" }
+
 // UnmarshalJSON reads back what MarshalJSON wrote: any non-empty string means "set". A
 // plaintext key is never kept this way.
 func (s *Secret) UnmarshalJSON(b []byte) error {

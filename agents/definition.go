@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"strings"
 	"time"
 
 	"github.com/parleyhq/parley/internal/errs"
@@ -118,6 +119,12 @@ func parsePatch(body []byte) (map[string]any, error) {
 		return nil, jsonError(err)
 	}
 	f := errs.Fields{}
+	// PostgreSQL text and jsonb cannot hold U+0000; refuse it up front, by name,
+	// rather than fail the INSERT.
+	findNUL(doc, "", f)
+	if err := f.Err(); err != nil {
+		return nil, err
+	}
 	for _, a := range aliases {
 		moveAlias(doc, a.from, a.to, f)
 	}
@@ -125,6 +132,33 @@ func parsePatch(body []byte) (map[string]any, error) {
 		return nil, err
 	}
 	return doc, nil
+}
+
+// findNUL reports the first string (or key) holding U+0000 under path.
+func findNUL(v any, path string, f errs.Fields) {
+	at := func(k string) string {
+		if path == "" {
+			return k
+		}
+		return path + "." + k
+	}
+	switch t := v.(type) {
+	case string:
+		if strings.ContainsRune(t, 0) {
+			f.Add(path, "must not contain the NUL character (\\u0000)")
+		}
+	case map[string]any:
+		for k, x := range t {
+			if strings.ContainsRune(k, 0) {
+				f.Add(at(strings.ReplaceAll(k, "\x00", "")), "must not contain the NUL character (\\u0000)")
+			}
+			findNUL(x, at(k), f)
+		}
+	case []any:
+		for i, x := range t {
+			findNUL(x, fmt.Sprintf("%s[%d]", path, i), f)
+		}
+	}
 }
 
 // moveAlias moves doc[from] to doc[to]. When both are present they must agree; an
@@ -269,7 +303,7 @@ func jsonError(err error) error {
 	case errors.As(err, &syn):
 		return errs.BadRequest("invalid_json", fmt.Sprintf("Malformed JSON at byte %d: %v", syn.Offset, syn))
 	case errors.As(err, &typ):
-		field := typ.Field
+		field := stripEmbedded(typ.Field)
 		if field == "" {
 			field = "body"
 		}
@@ -281,6 +315,21 @@ func jsonError(err error) error {
 		return errs.BadRequest("invalid_json", "Malformed JSON: unexpected end of input")
 	}
 	return errs.BadRequest("invalid_json", "Malformed JSON: "+err.Error())
+}
+
+// embedded are the Go names of the structs wireBody embeds; encoding/json puts them in
+// UnmarshalTypeError.Field, but the client never wrote them.
+var embedded = map[string]bool{"definition": true, "defEngine": true, "defTTS": true}
+
+func stripEmbedded(field string) string {
+	parts := strings.Split(field, ".")
+	out := parts[:0]
+	for _, p := range parts {
+		if !embedded[p] {
+			out = append(out, p)
+		}
+	}
+	return strings.Join(out, ".")
 }
 
 func typeName(e *json.UnmarshalTypeError) string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/parleyhq/parley/internal/dbtest"
 	"github.com/parleyhq/parley/internal/errs"
 	"github.com/parleyhq/parley/internal/ids"
+	"github.com/parleyhq/parley/internal/safehttp"
 )
 
 func TestMain(m *testing.M) { dbtest.Main(m) }
@@ -34,9 +36,11 @@ func (g *guard) CheckURL(_ context.Context, raw string) error {
 	h := u.Hostname()
 	switch {
 	case strings.HasPrefix(h, "blocked"), h == "internal.example":
-		return errors.New(h + " resolves to a private address (10.0.0.7)")
+		return fmt.Errorf("%w: url host %q resolves to a non-public address (10.0.0.7 is private)", safehttp.ErrBlocked, h)
 	case h == "169.254.169.254":
-		return errors.New("169.254.169.254 is a link-local address")
+		return fmt.Errorf("%w: url points to a non-public address (169.254.169.254 is link-local)", safehttp.ErrBlocked)
+	case h == "dns-down.example.com":
+		return errors.New("safehttp: resolve: i/o timeout")
 	}
 	return nil
 }
@@ -45,7 +49,7 @@ func (g *guard) CheckURL(_ context.Context, raw string) error {
 type refuseAll struct{}
 
 func (refuseAll) CheckURL(context.Context, string) error {
-	return errors.New("the address is in a blocked range (loopback)")
+	return fmt.Errorf("%w: url points to a non-public address (127.0.0.1 is loopback)", safehttp.ErrBlocked)
 }
 
 type env struct {
@@ -136,13 +140,16 @@ func wantKind(t testing.TB, err error, k errs.Kind) *errs.Error {
 	return e
 }
 
+// mustJSON encodes v as the HTTP layer does (no HTML escaping).
 func mustJSON(t testing.TB, v any) string {
 	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		t.Fatal(err)
 	}
-	return string(b)
+	return strings.TrimSuffix(b.String(), "\n")
 }
 
 // pinned returns a Config whose clock is fixed at ts.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -18,7 +19,9 @@ import (
 )
 
 // URLChecker is the SSRF guard: it refuses URLs that resolve to loopback, private,
-// link-local or otherwise internal addresses. internal/safehttp implements it.
+// link-local or otherwise internal addresses. *safehttp.Client implements it. A refusal
+// wraps safehttp.ErrBlocked or safehttp.ErrBadURL and its message is shown to the user;
+// any other error means the guard could not decide.
 type URLChecker interface {
 	CheckURL(ctx context.Context, rawURL string) error
 }
@@ -138,11 +141,23 @@ func (s *Service) encode(id string, d *definition, created, updated time.Time) (
 	if err != nil {
 		return Agent{}, "", "", fmt.Errorf("agents: encode spec: %w", err)
 	}
-	view, err := json.Marshal(a)
+	view, err := marshalView(a)
 	if err != nil {
 		return Agent{}, "", "", fmt.Errorf("agents: encode view: %w", err)
 	}
-	return a, string(spec), string(view), nil
+	return a, string(spec), view, nil
+}
+
+// marshalView encodes the public JSON as the HTTP layer writes JSON (no HTML escaping),
+// so a served view is byte for byte what encoding the Agent would give.
+func marshalView(a Agent) (string, error) {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(a); err != nil {
+		return "", err
+	}
+	return strings.TrimSuffix(b.String(), "\n"), nil
 }
 
 // GetJSON returns the agent's public JSON as stored at its last write: the read path
@@ -222,13 +237,23 @@ func (s *Service) load(ctx context.Context, tenantID, id string) (row, error) {
 	}
 	r.def.Name, r.def.Status = name, status
 	r.spec = spec
+	r.def.applyDefaults(s.cfg.DefaultLanguage)
+	// JSONB reorders object keys; give parameters the sorted order every other path
+	// produces, so an agent renders the same whichever way it was loaded.
+	for i := range r.def.Functions {
+		p, err := canonicalJSON(r.def.Functions[i].Parameters)
+		if err != nil {
+			return row{}, fmt.Errorf("agents: load %s: %w", id, err)
+		}
+		r.def.Functions[i].Parameters = p
+	}
 	return r, nil
 }
 
 // List returns a page of the tenant's agents, newest first, and the total count.
 // limit is clamped to [1, 100] (default 20 when 0) and offset to ≥ 0.
 func (s *Service) List(ctx context.Context, tenantID string, limit, offset int) ([]Agent, int, error) {
-	views, total, err := s.listViews(ctx, tenantID, limit, offset)
+	views, total, err := s.ListJSON(ctx, tenantID, limit, offset)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -241,7 +266,8 @@ func (s *Service) List(ctx context.Context, tenantID string, limit, offset int) 
 	return out, total, nil
 }
 
-func (s *Service) listViews(ctx context.Context, tenantID string, limit, offset int) ([][]byte, int, error) {
+// ListJSON is List returning each agent's stored public JSON, like GetJSON.
+func (s *Service) ListJSON(ctx context.Context, tenantID string, limit, offset int) ([]json.RawMessage, int, error) {
 	if limit <= 0 {
 		limit = 20
 	}
@@ -277,7 +303,7 @@ func (s *Service) listViews(ctx context.Context, tenantID string, limit, offset 
 			return nil, 0, fmt.Errorf("agents: list: count: %w", err)
 		}
 	}
-	views := make([][]byte, 0, len(items))
+	views := make([]json.RawMessage, 0, len(items))
 	for _, it := range items {
 		if it.version != viewVersion {
 			v, err := s.rerender(ctx, tenantID, it.id)

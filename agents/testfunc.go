@@ -55,7 +55,14 @@ func (s *Service) TestFunction(ctx context.Context, tenantID, id, name string, a
 	}
 	// The URL passed the guard when it was saved, but DNS and policy may have changed.
 	if err := s.checker.CheckURL(ctx, fn.URL); err != nil {
-		return TestResult{}, errs.Invalid(map[string]string{"url": fmt.Sprintf("%s is not allowed: %v (Parley only calls public internet addresses)", fn.URL, err)})
+		if refused(err) {
+			return TestResult{}, blockedURL(fn.URL, err)
+		}
+		if ctx.Err() != nil {
+			return TestResult{}, ctx.Err()
+		}
+		// The guard could not decide (DNS trouble): the test ran and failed.
+		return TestResult{Error: "could not check the URL: " + err.Error()}, nil
 	}
 	req, err := s.functionRequest(ctx, fn, args, obj)
 	if err != nil {
@@ -75,10 +82,15 @@ func (s *Service) TestFunction(ctx context.Context, tenantID, id, name string, a
 	resp, err := s.doer.Do(req)
 	if err != nil {
 		res.LatencyMS = time.Since(start).Milliseconds()
-		res.Error = describe(cctx, err, timeout)
 		if ctx.Err() != nil {
 			return TestResult{}, ctx.Err() // our caller went away; there is no one to tell
 		}
+		if refused(err) {
+			// The guard refused at dial time: DNS changed since CheckURL, or a redirect
+			// pointed somewhere internal. Still the URL's fault, so still Invalid.
+			return TestResult{}, blockedURL(fn.URL, unwrapURLError(err))
+		}
+		res.Error = describe(cctx, err, timeout)
 		return res, nil
 	}
 	defer resp.Body.Close()
@@ -189,14 +201,27 @@ func bodyJSON(b []byte, truncated bool) json.RawMessage {
 	return s
 }
 
-// describe explains a transport error without Go's "Post \"url\":" noise.
+// blockedURL is the Invalid error for a function URL the SSRF guard refuses.
+func blockedURL(u string, err error) error {
+	return errs.Invalid(map[string]string{"url": fmt.Sprintf("%s is not allowed: %v", u, err)})
+}
+
+// describe explains a transport error without Go's "Post \"url\":" prefix.
 func describe(ctx context.Context, err error, timeout time.Duration) string {
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return fmt.Sprintf("timed out after %s", timeout)
 	}
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		err = ue.Err
+	err = unwrapURLError(err)
+	if te, ok := err.(interface{ Timeout() bool }); ok && te.Timeout() {
+		return "timed out: " + err.Error()
 	}
 	return err.Error()
+}
+
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/url"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/text/language"
 
 	"github.com/parleyhq/parley/internal/errs"
+	"github.com/parleyhq/parley/internal/safehttp"
 )
 
 // Limits. Each bounds what one agent may hold, so that a definition stays cheap to load
@@ -108,6 +110,7 @@ type validation struct {
 // writes nothing; the caller stores d only when check returns nil.
 func (v *validation) check(ctx context.Context, d *definition) error {
 	f := v.f
+	d.applyDefaults(v.svc.cfg.DefaultLanguage)
 
 	d.Name = strings.TrimSpace(d.Name)
 	switch n := utf8.RuneCountInString(d.Name); {
@@ -116,23 +119,17 @@ func (v *validation) check(ctx context.Context, d *definition) error {
 	case n > maxNameLen:
 		f.Add("agent_name", "must be at most %d characters", maxNameLen)
 	}
-	if d.Status == "" {
-		d.Status = "active"
-	} else if !slices.Contains(statuses, d.Status) {
+	if !slices.Contains(statuses, d.Status) {
 		f.Add("status", "must be one of %s", oneOf(statuses))
 	}
 
-	if d.Language == "" {
-		d.Language = v.svc.cfg.DefaultLanguage
-	} else if tag, ok := parseTag(d.Language); ok {
+	if tag, ok := parseTag(d.Language); ok {
 		d.Language = tag
 	} else {
 		f.Add("language", "must be a BCP-47 language tag such as en-US, not %q", d.Language)
 	}
 
-	if d.ResponseEngine.Type == "" {
-		d.ResponseEngine.Type = DefaultEngine
-	} else if !slices.Contains(engines, d.ResponseEngine.Type) {
+	if !slices.Contains(engines, d.ResponseEngine.Type) {
 		f.Add("response_engine.type", "must be one of %s", oneOf(engines))
 	}
 	if utf8.RuneCountInString(d.ResponseEngine.SystemPrompt) > maxPromptLen {
@@ -181,19 +178,13 @@ func (v *validation) check(ctx context.Context, d *definition) error {
 	d.TTS.APIKey = v.secret("tts.api_key", d.TTS.APIKey, old.TTS.APIKey)
 
 	// Call control.
-	if d.InterruptionSensitivity == nil {
-		d.InterruptionSensitivity = ptr(defaultInterruptionSensitivity)
-	} else if s := *d.InterruptionSensitivity; s < 0 || s > 1 || math.IsNaN(s) {
+	if s := *d.InterruptionSensitivity; s < 0 || s > 1 || math.IsNaN(s) {
 		f.Add("interruption_sensitivity", "must be from 0 to 1")
 	}
-	if d.EndCallAfterSilenceMS == nil {
-		d.EndCallAfterSilenceMS = ptr[int64](defaultEndCallAfterSilenceMS)
-	} else if ms := *d.EndCallAfterSilenceMS; ms < minEndCallAfterSilenceMS || ms > maxEndCallAfterSilenceMS {
+	if ms := *d.EndCallAfterSilenceMS; ms < minEndCallAfterSilenceMS || ms > maxEndCallAfterSilenceMS {
 		f.Add("end_call_after_silence_ms", "must be from %d to %d", minEndCallAfterSilenceMS, maxEndCallAfterSilenceMS)
 	}
-	if d.MaxCallDurationMS == nil {
-		d.MaxCallDurationMS = ptr[int64](defaultMaxCallDurationMS)
-	} else if ms := *d.MaxCallDurationMS; ms < minMaxCallDurationMS || ms > maxMaxCallDurationMS {
+	if ms := *d.MaxCallDurationMS; ms < minMaxCallDurationMS || ms > maxMaxCallDurationMS {
 		f.Add("max_call_duration_ms", "must be from %d to %d", minMaxCallDurationMS, maxMaxCallDurationMS)
 	}
 
@@ -224,6 +215,42 @@ func (v *validation) check(ctx context.Context, d *definition) error {
 		}
 	}
 	return f.Err()
+}
+
+// applyDefaults fills every unset setting with its default. Validation runs it first,
+// and so does loading a stored definition: a row written before a setting existed gets
+// the setting's default, which is what makes the spec column safe to extend.
+func (d *definition) applyDefaults(language string) {
+	if d.Status == "" {
+		d.Status = "active"
+	}
+	if d.Language == "" {
+		d.Language = language
+	}
+	if d.ResponseEngine.Type == "" {
+		d.ResponseEngine.Type = DefaultEngine
+	}
+	if d.InterruptionSensitivity == nil {
+		d.InterruptionSensitivity = ptr(defaultInterruptionSensitivity)
+	}
+	if d.EndCallAfterSilenceMS == nil {
+		d.EndCallAfterSilenceMS = ptr[int64](defaultEndCallAfterSilenceMS)
+	}
+	if d.MaxCallDurationMS == nil {
+		d.MaxCallDurationMS = ptr[int64](defaultMaxCallDurationMS)
+	}
+	for i := range d.Functions {
+		fn := &d.Functions[i]
+		if fn.Method == "" {
+			fn.Method = "POST"
+		}
+		if fn.TimeoutMS == 0 {
+			fn.TimeoutMS = defaultFunctionTimeoutMS
+		}
+		if len(fn.Parameters) == 0 || string(fn.Parameters) == "null" {
+			fn.Parameters = emptyParameters
+		}
+	}
 }
 
 // secret resolves one API key field: "" clears it, Mask keeps the stored one, anything
@@ -276,16 +303,12 @@ func (v *validation) checkFunctions(d *definition) {
 		if utf8.RuneCountInString(fn.Description) > maxFunctionDescLen {
 			f.Add(p+".description", "must be at most %d characters", maxFunctionDescLen)
 		}
-		if fn.Method == "" {
-			fn.Method = "POST"
-		} else if m := strings.ToUpper(fn.Method); slices.Contains(methods, m) {
+		if m := strings.ToUpper(fn.Method); slices.Contains(methods, m) {
 			fn.Method = m
 		} else {
 			f.Add(p+".method", "must be one of %s", oneOf(methods))
 		}
-		if fn.TimeoutMS == 0 {
-			fn.TimeoutMS = defaultFunctionTimeoutMS
-		} else if fn.TimeoutMS < minFunctionTimeoutMS || fn.TimeoutMS > maxFunctionTimeoutMS {
+		if fn.TimeoutMS < minFunctionTimeoutMS || fn.TimeoutMS > maxFunctionTimeoutMS {
 			f.Add(p+".timeout_ms", "must be from %d to %d", minFunctionTimeoutMS, maxFunctionTimeoutMS)
 		}
 		if len(fn.Headers) > maxHeaders {
@@ -313,7 +336,7 @@ func (v *validation) checkFunctions(d *definition) {
 }
 
 // emptyParameters is the schema of a function that takes no arguments.
-var emptyParameters = json.RawMessage(`{"type":"object","properties":{}}`)
+var emptyParameters = json.RawMessage(`{"properties":{},"type":"object"}`) // canonical (sorted) form
 
 // checkParameters returns the compacted schema, or a message saying why it is not a
 // usable tool schema: valid JSON Schema (2020-12 unless it says otherwise, checked
@@ -347,11 +370,27 @@ func checkParameters(raw json.RawMessage) (json.RawMessage, string) {
 	if _, err := c.Compile(loc); err != nil {
 		return raw, "is not a valid JSON Schema: " + schemaError(err)
 	}
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, raw); err != nil {
+	canon, err := canonicalJSON(raw)
+	if err != nil {
 		return raw, "must be a JSON Schema"
 	}
-	return buf.Bytes(), ""
+	return canon, ""
+}
+
+// canonicalJSON re-encodes a JSON value compactly with object keys sorted, numbers
+// kept as written. Stored schemas are canonical so that the same agent renders the
+// same bytes however it was loaded (JSONB does not keep key order).
+func canonicalJSON(raw json.RawMessage) (json.RawMessage, error) {
+	if len(raw) == 0 {
+		return raw, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	return json.Marshal(v)
 }
 
 // schemaError shortens the compiler's message: drop the mem:// location it invents.
@@ -484,20 +523,35 @@ func urlSyntax(raw string) string {
 	return ""
 }
 
-// run asks the guard about each distinct URL. A refusal is a validation message that
-// says why; the guard's own failure (say, a context cancelled) is returned.
+// run asks the guard about each distinct URL. A refusal (safehttp.ErrBlocked or
+// ErrBadURL) is a validation message carrying the guard's explanation, which is written
+// for the person who typed the URL. Any other failure means the guard could not decide
+// (a DNS server timing out is not the URL's fault): that is Unavailable, not Invalid.
 func (u *urlChecks) run(ctx context.Context, c URLChecker, f errs.Fields) error {
 	for _, raw := range u.order {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := c.CheckURL(ctx, raw); err != nil {
+		err := c.CheckURL(ctx, raw)
+		switch {
+		case err == nil:
+		case refused(err):
 			for _, field := range u.fields[raw] {
-				f.Add(field, "is not allowed: %v (Parley only calls public internet addresses)", err)
+				f.Add(field, "is not allowed: %v", err)
 			}
+		case ctx.Err() != nil:
+			return ctx.Err()
+		default:
+			return &errs.Error{Kind: errs.KindUnavailable, Code: "url_check_failed",
+				Detail: fmt.Sprintf("Could not check %s right now (%v); try again", u.fields[raw][0], err)}
 		}
 	}
 	return nil
+}
+
+// refused reports whether err is the SSRF guard refusing a URL.
+func refused(err error) bool {
+	return errors.Is(err, safehttp.ErrBlocked) || errors.Is(err, safehttp.ErrBadURL)
 }
 
 // parseTag canonicalises a BCP-47 tag ("en-us" → "en-US"). The undetermined tag "und"

@@ -294,3 +294,17 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	}
 	e.do("GET", "/docs", "", nil).wantStatus(t, 200)
 }
+
+// Failed authentications are charged to the client IP, so guessing tokens is throttled.
+func TestFailedAuthIsRateLimitedPerIP(t *testing.T) {
+	t.Parallel()
+	const limit = 3
+	e := newTestEnv(t, func(c *Config, _ *safehttp.Config) { c.RateLimitIP = limit })
+	for i := range limit {
+		e.do("GET", "/v1/agents", "sk_guess"+strconv.Itoa(i), nil).wantError(t, 401)
+	}
+	e.do("GET", "/v1/agents", "sk_guess-more", nil).wantError(t, 429)
+	// A valid credential is not affected by the failures of others from the same IP.
+	u := e.newUser()
+	e.do("GET", "/v1/agents", u.APIKey, nil).wantStatus(t, 200)
+}

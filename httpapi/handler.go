@@ -98,6 +98,11 @@ func (s *Server) serveRoute(w *statusWriter, r *http.Request, rt route, limit in
 	switch rt.Auth {
 	case authUser:
 		if p, err = s.authenticate(r); err != nil {
+			// Failed authentications count against the client IP's public budget, so a
+			// client cycling through random tokens cannot turn each into a database read.
+			if lerr := s.rateLimit(w, r, "authfail:"+s.clientIP(r).String(), s.cfg.RateLimitIP); lerr != nil {
+				return p, lerr
+			}
 			return p, err
 		}
 		r = r.WithContext(withPrincipal(r.Context(), p))

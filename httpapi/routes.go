@@ -16,8 +16,47 @@ func (s *Server) routes() []route {
 		{Method: "GET", Path: "/{$}", Auth: authSystem, Handle: s.handleIndex, Tag: "System", Summary: "Landing page"},
 
 		// --- accounts ---
+		// Auth
+		{Method: "POST", Path: "/v1/auth/register", Auth: authPublic, Handle: s.handleRegister, Tag: "Auth", Summary: "Register a user and their tenant", Request: registerRequest{}, Response: userBody{}, Status: 201},
+		{Method: "POST", Path: "/v1/auth/login", Auth: authPublic, Handle: s.handleLogin, Tag: "Auth", Summary: "Log in; returns an access and a refresh token", Request: loginRequest{}, Response: loginResponse{}},
+		{Method: "POST", Path: "/v1/auth/refresh", Auth: authPublic, Handle: s.handleRefresh, Tag: "Auth", Summary: "Rotate a refresh token for a new token pair; reusing an old one revokes the session", Request: refreshRequest{}, Response: tokenPairBody{}},
+		{Method: "GET", Path: "/v1/auth/me", Auth: authUser, Handle: s.handleMe, Tag: "Auth", Summary: "The current user", Response: userBody{}},
+		{Method: "POST", Path: "/v1/auth/logout", Auth: authUser, Handle: s.handleLogout, Tag: "Auth", Summary: "Revoke the current session (and that of refresh_token, if given)", Request: logoutRequest{}, Response: okResponse{}},
+
+		// Users
+		{Method: "GET", Path: "/v1/users/me", Auth: authUser, Scope: "users:read", Handle: s.handleMe, Tag: "Users", Summary: "The current user", Response: userBody{}},
+		{Method: "PATCH", Path: "/v1/users/me", Auth: authUser, Handle: s.handleUpdateMe, Tag: "Users", Summary: "Change the current user's profile (API keys need users:write)", Request: updateUserRequest{}, Response: userBody{}},
+		{Method: "GET", Path: "/v1/users/me/stats", Auth: authUser, Scope: "users:read", Handle: s.handleUserStats, Tag: "Users", Summary: "Account statistics", Response: accountStats{}},
+		{Method: "GET", Path: "/v1/users/me/usage", Auth: authUser, Scope: "users:read", Handle: s.handleUserUsage, Tag: "Users", Summary: "Call usage over a period", Response: usageBody{}, Query: daysQuery},
+		{Method: "GET", Path: "/v1/users/me/usage/daily", Auth: authUser, Scope: "users:read", Handle: s.handleUserDailyUsage, Tag: "Users", Summary: "Call usage per day, zero days included", Response: []dailyUsageBody{}, Query: daysQuery},
+		{Method: "GET", Path: "/v1/users/me/branding", Auth: authUser, Scope: "users:read", Handle: s.handleGetBranding, Tag: "Users", Summary: "White-label settings", Response: brandingBody{}},
+		{Method: "PUT", Path: "/v1/users/me/branding", Auth: authUser, Scope: "users:write", Handle: s.handleSetBranding, Tag: "Users", Summary: "Set white-label settings (owners and admins)", Request: brandingBody{}, Response: brandingBody{}},
+		{Method: "GET", Path: "/v1/users/me/tenant/members", Auth: authUser, Scope: "users:read", Handle: s.handleListMembers, Tag: "Users", Summary: "Members of the tenant", Response: memberList{}, List: true,
+			Query: map[string]string{"page": "page number from 1 (with per_page, instead of offset)", "per_page": "members per page, 1 to 100"}},
+		{Method: "POST", Path: "/v1/users/me/tenant/members", Auth: authUser, Scope: "users:write", Handle: s.handleAddMember, Tag: "Users", Summary: "Add an existing user to the tenant (owners and admins)", Request: addMemberRequest{}, Response: memberBody{}, Status: 201},
+		{Method: "PATCH", Path: "/v1/users/me/tenant/members/{user_id}", Auth: authUser, Scope: "users:write", Handle: s.handleUpdateMember, Tag: "Users", Summary: "Change a member's role (owners and admins)", Request: updateMemberRequest{}, Response: memberBody{}},
+		{Method: "DELETE", Path: "/v1/users/me/tenant/members/{user_id}", Auth: authUser, Scope: "users:write", Handle: s.handleRemoveMember, Tag: "Users", Summary: "Remove a member (owners and admins)", Status: 204},
+
+		// API keys
+		{Method: "POST", Path: "/v1/api-keys", Auth: authUser, Scope: "api_keys:write", Handle: s.handleCreateAPIKey, Tag: "API keys", Summary: "Create an API key; the secret is returned once", Request: createKeyRequest{}, Response: createdKey{}, Status: 201},
+		{Method: "GET", Path: "/v1/api-keys", Auth: authUser, Scope: "api_keys:read", Handle: s.handleListAPIKeys, Tag: "API keys", Summary: "List API keys", Response: listOf{Name: "api_keys", Item: apiKeyBody{}}, List: true},
+		{Method: "PATCH", Path: "/v1/api-keys/{id}/revoke", Auth: authUser, Scope: "api_keys:write", Handle: s.handleRevokeAPIKey, Tag: "API keys", Summary: "Revoke an API key", Response: apiKeyBody{}},
+		{Method: "DELETE", Path: "/v1/api-keys/{id}", Auth: authUser, Scope: "api_keys:write", Handle: s.handleDeleteAPIKey, Tag: "API keys", Summary: "Delete an API key", Status: 204},
+		{Method: "GET", Path: "/v1/api-keys/{id}/usage", Auth: authUser, Scope: "api_keys:read", Handle: s.handleAPIKeyUsage, Tag: "API keys", Summary: "Requests per day made with an API key", Response: keyUsageBody{}, Query: daysQuery},
+
+		// Public
+		{Method: "GET", Path: "/v1/branding/{domain}", Auth: authPublic, Handle: s.handleBrandingByDomain, Tag: "Public", Summary: "White-label branding for a domain", Response: brandingBody{}},
 
 		// --- agents ---
+		{Method: "POST", Path: "/v1/agents", Auth: authUser, Scope: "agents:write", Handle: s.handleCreateAgent, Tag: "Agents", Summary: "Create an agent", Request: agentDoc, Response: agentDoc, Status: http.StatusCreated},
+		{Method: "GET", Path: "/v1/agents", Auth: authUser, Scope: "agents:read", Handle: s.handleListAgents, Tag: "Agents", Summary: "List agents, newest first", Response: listOf{Name: "agents", Item: agentDoc}, List: true},
+		{Method: "GET", Path: "/v1/agents/stats/global", Auth: authUser, Scope: "agents:read", Handle: s.handleGlobalAgentStats, Tag: "Agents", Summary: "Call statistics for all agents", Response: globalStatsDoc, Query: statsQuery},
+		{Method: "GET", Path: "/v1/agents/{id}", Auth: authUser, Scope: "agents:read", Handle: s.handleGetAgent, Tag: "Agents", Summary: "Get an agent", Response: agentDoc},
+		{Method: "PATCH", Path: "/v1/agents/{id}", Auth: authUser, Scope: "agents:write", Handle: s.handlePatchAgent, Tag: "Agents", Summary: "Change an agent (JSON merge patch; null resets a field)", Request: agentDoc, Response: agentDoc},
+		{Method: "DELETE", Path: "/v1/agents/{id}", Auth: authUser, Scope: "agents:write", Handle: s.handleDeleteAgent, Tag: "Agents", Summary: "Delete an agent", Status: http.StatusNoContent},
+		{Method: "POST", Path: "/v1/agents/{id}/duplicate", Auth: authUser, Scope: "agents:write", Handle: s.handleDuplicateAgent, Tag: "Agents", Summary: "Copy an agent", Response: agentDoc, Status: http.StatusCreated},
+		{Method: "GET", Path: "/v1/agents/{id}/stats", Auth: authUser, Scope: "agents:read", Handle: s.handleAgentStats, Tag: "Agents", Summary: "Call statistics for one agent", Response: statsDoc, Query: statsQuery},
+		{Method: "POST", Path: "/v1/agents/{id}/test-function", Auth: authUser, Scope: "agents:write", Handle: s.handleTestFunction, Tag: "Agents", Summary: "Call one of the agent's function webhooks and report status, body and latency", Request: testFunctionRequest{}, Response: testResultDoc},
 	}
 }
 

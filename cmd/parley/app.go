@@ -85,7 +85,15 @@ func newApp(ctx context.Context, cfg appConfig, r role, log *slog.Logger) (*app,
 	if a.accounts, err = accounts.New(a.pool, acfg); err != nil {
 		return nil, err
 	}
-	if a.agents, err = agents.New(a.pool, agents.Config{}, box, guard, guard); err != nil {
+	// Agent functions may take up to 30 s (their own timeout_ms bounds each call), so
+	// they get a guarded client without the shorter default outbound timeout.
+	fcfg := cfg.SafeHTTP
+	fcfg.Timeout = 31 * time.Second
+	fnGuard, err := safehttp.New(fcfg)
+	if err != nil {
+		return nil, err
+	}
+	if a.agents, err = agents.New(a.pool, agents.Config{}, box, guard, fnGuard); err != nil {
 		return nil, err
 	}
 

@@ -59,7 +59,12 @@ func New(pool *pgxpool.Pool, cfg Config, workers *river.Workers, periodic []*riv
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	rc := &river.Config{Logger: log, Workers: workers}
+	if log == nil {
+		log = slog.Default()
+	}
+	// River reports routine activity (producer counts every few seconds) at info; keep
+	// only its warnings and errors in Parley's log.
+	rc := &river.Config{Logger: slog.New(minLevel{log.Handler(), slog.LevelWarn}), Workers: workers}
 	if cfg.Work {
 		rc.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: cfg.MaxWorkers}}
 		rc.PeriodicJobs = periodic
@@ -98,4 +103,22 @@ func (c *Client) Stop() {
 func Ping(ctx context.Context, pool *pgxpool.Pool) error {
 	var ok bool
 	return pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM river_job LIMIT 1)`).Scan(&ok)
+}
+
+// minLevel drops records below a level.
+type minLevel struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(as), h.min}
+}
+
+func (h minLevel) WithGroup(name string) slog.Handler {
+	return minLevel{h.Handler.WithGroup(name), h.min}
 }
