@@ -3,7 +3,6 @@ package agents
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -296,26 +295,7 @@ func baseDocument(name, status string, spec []byte) (map[string]any, error) {
 }
 
 // jsonError turns an encoding/json error into a 400 naming the offending field.
-func jsonError(err error) error {
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &syn):
-		return errs.BadRequest("invalid_json", fmt.Sprintf("Malformed JSON at byte %d: %v", syn.Offset, syn))
-	case errors.As(err, &typ):
-		field := stripEmbedded(typ.Field)
-		if field == "" {
-			field = "body"
-		}
-		want := typeName(typ)
-		e := errs.BadRequest("invalid_type", fmt.Sprintf("Field %s must be %s, not %s", field, want, typ.Value))
-		e.Fields = map[string]string{field: "must be " + want}
-		return e
-	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
-		return errs.BadRequest("invalid_json", "Malformed JSON: unexpected end of input")
-	}
-	return errs.BadRequest("invalid_json", "Malformed JSON: "+err.Error())
-}
+func jsonError(err error) error { return errs.FromJSON(err, stripEmbedded) }
 
 // embedded are the Go names of the structs wireBody embeds; encoding/json puts them in
 // UnmarshalTypeError.Field, but the client never wrote them.
@@ -330,27 +310,6 @@ func stripEmbedded(field string) string {
 		}
 	}
 	return strings.Join(out, ".")
-}
-
-func typeName(e *json.UnmarshalTypeError) string {
-	if e.Type == nil {
-		return "a different type"
-	}
-	switch e.Type.Kind().String() {
-	case "string":
-		return "a string"
-	case "bool":
-		return "a boolean"
-	case "int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32", "uint64":
-		return "an integer"
-	case "float32", "float64":
-		return "a number"
-	case "slice", "array":
-		return "an array"
-	case "map", "struct":
-		return "an object"
-	}
-	return "a different type"
 }
 
 // render builds the public Agent from a validated definition whose keys are sealed (or,

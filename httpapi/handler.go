@@ -297,45 +297,11 @@ func unmarshalBody(body []byte, v any) error {
 
 // jsonError turns an encoding/json error into a 400 with detail and fields.
 func jsonError(err error) error {
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &syn):
-		return errs.BadRequest("invalid_json", fmt.Sprintf("Malformed JSON at byte %d: %v", syn.Offset, syn))
-	case errors.As(err, &typ):
-		field := typ.Field
-		if field == "" {
-			field = "body"
-		}
-		e := errs.BadRequest("invalid_type", fmt.Sprintf("Field %s must be %s, not %s", field, jsonTypeName(typ.Type.Kind().String()), typ.Value))
-		e.Fields = map[string]string{field: "must be " + jsonTypeName(typ.Type.Kind().String())}
-		return e
-	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
-		return errs.BadRequest("invalid_json", "Malformed JSON: unexpected end of input")
-	}
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return errBodyTooLarge(mbe.Limit)
 	}
-	return errs.BadRequest("invalid_json", "Malformed JSON: "+err.Error())
-}
-
-func jsonTypeName(kind string) string {
-	switch kind {
-	case "string":
-		return "a string"
-	case "bool":
-		return "a boolean"
-	case "int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32", "uint64":
-		return "an integer"
-	case "float32", "float64":
-		return "a number"
-	case "slice", "array":
-		return "an array"
-	case "map", "struct":
-		return "an object"
-	}
-	return "a " + kind
+	return errs.FromJSON(err, nil)
 }
 
 // listParams reads limit (default 20, max 100) and offset (default 0).

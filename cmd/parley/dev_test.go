@@ -28,6 +28,19 @@ func buildParley(t *testing.T) string {
 	return bin
 }
 
+// reachableDir is a temporary directory the postgres user can enter: as root, PostgreSQL
+// runs as that user, and t.TempDir's parent is private to us.
+func reachableDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "parley-dev-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
 type devProc struct {
 	cmd    *exec.Cmd
 	out    *bytes.Buffer
@@ -131,9 +144,7 @@ func TestDevSandboxLifecycle(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	bin := buildParley(t)
-	dataDir := filepath.Join(t.TempDir(), "sandbox")
-	os.MkdirAll(dataDir, 0o755)
-	os.Chmod(filepath.Dir(dataDir), 0o755) // PostgreSQL runs as 'postgres' when we are root
+	dataDir := filepath.Join(reachableDir(t), "sandbox")
 
 	p := startDev(t, bin, dataDir)
 	t.Logf("first start banner:\n%s", p.banner)
@@ -163,8 +174,12 @@ func TestDevSandboxLifecycle(t *testing.T) {
 	if code != 201 {
 		t.Fatalf("create agent: %d %v", code, agent)
 	}
+	pidFile := filepath.Join(dataDir, "postgres", "pgdata", "postmaster.pid")
+	if _, err := os.Stat(pidFile); err != nil {
+		t.Fatalf("the managed cluster is not in the data directory: %v", err)
+	}
 	p.stop(t)
-	if _, err := os.Stat(filepath.Join(dataDir, "postgres", "pgdata", "postmaster.pid")); err == nil {
+	if _, err := os.Stat(pidFile); err == nil {
 		t.Fatal("PostgreSQL still running (postmaster.pid left) after Ctrl-C")
 	}
 
@@ -196,8 +211,7 @@ func TestDevSideBySide(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	bin := buildParley(t)
-	root := t.TempDir()
-	os.Chmod(root, 0o755)
+	root := reachableDir(t)
 	a := startDev(t, bin, filepath.Join(root, "a"))
 	defer a.stop(t)
 	b := startDev(t, bin, filepath.Join(root, "b"))
