@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -41,9 +42,28 @@ func reachableDir(t *testing.T) string {
 	return dir
 }
 
+// lockedBuffer is a bytes.Buffer safe to write from exec's copying goroutine while the
+// test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 type devProc struct {
 	cmd    *exec.Cmd
-	out    *bytes.Buffer
+	out    *lockedBuffer
 	url    string
 	banner string
 	done   chan error
@@ -61,12 +81,12 @@ func startDev(t *testing.T, bin, dataDir string) *devProc {
 		cmd.Env = append(cmd.Env, "PARLEY_CACHE_DIR="+v)
 	}
 	stdout, _ := cmd.StdoutPipe()
-	var logs bytes.Buffer
-	cmd.Stderr = &logs
+	logs := &lockedBuffer{}
+	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &devProc{cmd: cmd, out: &logs, done: make(chan error, 1)}
+	p := &devProc{cmd: cmd, out: logs, done: make(chan error, 1)}
 	lines := make(chan string)
 	go func() {
 		sc := bufio.NewScanner(stdout)

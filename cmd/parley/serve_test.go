@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"io"
 	"net/http"
 	"os"
@@ -67,11 +66,11 @@ func TestServeAndWorkerAgainstExternalDatabase(t *testing.T) {
 	}
 	addrRE := regexp.MustCompile(`API listening" addr=(\S+)`)
 	addr := make(chan string, 1)
-	var logs bytes.Buffer
+	logs := &lockedBuffer{}
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
-			logs.WriteString(sc.Text() + "\n")
+			logs.Write([]byte(sc.Text() + "\n"))
 			if m := addrRE.FindStringSubmatch(sc.Text()); m != nil {
 				addr <- m[1]
 			}
@@ -111,8 +110,8 @@ func TestServeAndWorkerAgainstExternalDatabase(t *testing.T) {
 
 	worker := exec.Command(bin, "worker")
 	worker.Env = env
-	var wlogs bytes.Buffer
-	worker.Stderr = &wlogs
+	wlogs := &lockedBuffer{}
+	worker.Stderr = wlogs
 	if err := worker.Start(); err != nil {
 		t.Fatal(err)
 	}
