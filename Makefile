@@ -15,7 +15,7 @@ run: setup build
 	./bin/parley dev $(ARGS)
 
 test: setup
-	$(GO) run ./internal/dbtest/pgrun -- $(GO) test -count=1 ./... $(TESTFLAGS)
+	$(GO) run ./internal/dbtest/pgrun -- $(GO) test -race -count=1 ./... $(TESTFLAGS)
 
 setup:
 	./scripts/setup

@@ -243,7 +243,7 @@ fetch('/openapi.json').then(r=>r.json()).then(doc=>{
     const rs=rows.filter(x=>!f||(x.m+' '+x.path+' '+x.op.summary).toLowerCase().includes(f));if(!rs.length)continue;
     h+='<h2>'+esc(tag)+'</h2>';
     for(const {path,m,op} of rs.sort((a,b)=>a.path.localeCompare(b.path))){
-      const auth=op.security&&op.security.length?'<span class="lock">🔒 bearer</span>':'<span class="lock">public</span>';
+      const auth=op.security&&op.security.length?'<span class="lock">bearer token</span>':'<span class="lock">public</span>';
       h+='<details><summary><span class="m '+m+'">'+m+'</span><code>'+esc(path)+'</code><span>'+esc(op.summary||'')+'</span>'+auth+'</summary><div class="body">';
       if(op.parameters)h+='<p>Parameters: '+op.parameters.map(p=>'<code>'+esc(p.name)+'</code> ('+p.in+')').join(', ')+'</p>';
       if(op.requestBody)h+='<p>Request body</p><pre>'+esc(JSON.stringify(op.requestBody.content['application/json'].schema,null,2))+'</pre>';
