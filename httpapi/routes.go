@@ -1,6 +1,10 @@
 package httpapi
 
-import "net/http"
+import (
+	"net/http"
+
+	"github.com/parleyhq/parley/knowledge"
+)
 
 // routes is Parley's one route table. Every public path is here, with its auth mode,
 // the API-key scope it needs and the body types OpenAPI documents.
@@ -57,7 +61,25 @@ func (s *Server) routes() []route {
 		{Method: "POST", Path: "/v1/agents/{id}/duplicate", Auth: authUser, Scope: "agents:write", Handle: s.handleDuplicateAgent, Tag: "Agents", Summary: "Copy an agent", Response: agentDoc, Status: http.StatusCreated},
 		{Method: "GET", Path: "/v1/agents/{id}/stats", Auth: authUser, Scope: "agents:read", Handle: s.handleAgentStats, Tag: "Agents", Summary: "Call statistics for one agent", Response: statsDoc, Query: statsQuery},
 		{Method: "POST", Path: "/v1/agents/{id}/test-function", Auth: authUser, Scope: "agents:write", Handle: s.handleTestFunction, Tag: "Agents", Summary: "Call one of the agent's function webhooks and report status, body and latency", Request: testFunctionRequest{}, Response: testResultDoc},
+
+		// --- knowledge ---
+		{Method: "POST", Path: "/v1/knowledge-base", Auth: authUser, Scope: "knowledge:write", Handle: s.handleCreateKB, Tag: "Knowledge base", Summary: "Create a knowledge base", Request: kbCreateRequest{}, Response: kbDoc, Status: http.StatusCreated},
+		{Method: "GET", Path: "/v1/knowledge-base", Auth: authUser, Scope: "knowledge:read", Handle: s.handleListKBs, Tag: "Knowledge base", Summary: "List knowledge bases", Response: listOf{Name: "knowledge_bases", Item: kbDoc}, List: true},
+		{Method: "GET", Path: "/v1/knowledge-base/{id}", Auth: authUser, Scope: "knowledge:read", Handle: s.handleGetKB, Tag: "Knowledge base", Summary: "Get a knowledge base with its sources", Response: kbDoc},
+		{Method: "PATCH", Path: "/v1/knowledge-base/{id}", Auth: authUser, Scope: "knowledge:write", Handle: s.handlePatchKB, Tag: "Knowledge base", Summary: "Change a knowledge base (a new embedder re-embeds in the background)", Request: kbCreateRequest{}, Response: kbDoc},
+		{Method: "DELETE", Path: "/v1/knowledge-base/{id}", Auth: authUser, Scope: "knowledge:write", Handle: s.handleDeleteKB, Tag: "Knowledge base", Summary: "Delete a knowledge base (and detach it from agents)", Status: http.StatusNoContent},
+		{Method: "GET", Path: "/v1/knowledge-base/{id}/sources", Auth: authUser, Scope: "knowledge:read", Handle: s.handleListSources, Tag: "Knowledge base", Summary: "List a knowledge base's sources with ingestion status", Response: listOf{Name: "sources", Item: sourceDoc}, List: true},
+		{Method: "POST", Path: "/v1/knowledge-base/{id}/sources", Auth: authUser, Scope: "knowledge:write", Handle: s.handleAddSource, Tag: "Knowledge base", Summary: "Add a source: JSON {type: text|url|file, content, name} or multipart with a file part", Request: sourceRequest{}, Response: sourceDoc, Status: http.StatusAccepted, MaxBody: s.uploadLimit()},
+		{Method: "GET", Path: "/v1/knowledge-base/{id}/sources/{src}", Auth: authUser, Scope: "knowledge:read", Handle: s.handleGetSource, Tag: "Knowledge base", Summary: "Get a source and its ingestion progress", Response: sourceDoc},
+		{Method: "DELETE", Path: "/v1/knowledge-base/{id}/sources/{src}", Auth: authUser, Scope: "knowledge:write", Handle: s.handleDeleteSource, Tag: "Knowledge base", Summary: "Remove a source and its chunks", Status: http.StatusNoContent},
+		{Method: "POST", Path: "/v1/knowledge-base/{id}/query", Auth: authUser, Scope: "knowledge:read", Handle: s.handleQueryKB, Tag: "Knowledge base", Summary: "Hybrid search: ranked chunks with scores and their sources", Request: knowledge.Query{}, Response: queryResponse{}},
 	}
+}
+
+// uploadLimit is the body limit of source uploads: the file limit plus room for
+// multipart framing or base64 (4/3) in JSON.
+func (s *Server) uploadLimit() int64 {
+	return s.cfg.MaxUploadBytes*4/3 + 1<<20
 }
 
 func (s *Server) handleIndex(w http.ResponseWriter, r *http.Request) error {

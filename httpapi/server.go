@@ -19,6 +19,7 @@ import (
 	"github.com/parleyhq/parley/accounts"
 	"github.com/parleyhq/parley/agents"
 	"github.com/parleyhq/parley/httpapi/ratelimit"
+	"github.com/parleyhq/parley/knowledge"
 )
 
 // Config configures the HTTP layer.
@@ -43,6 +44,9 @@ type Config struct {
 	// RateLimitIP is the per-IP limit on public routes (PARLEY_RATE_LIMIT_IP, default 30;
 	// 0 disables).
 	RateLimitIP int
+	// MaxUploadBytes is the knowledge-base file limit (PARLEY_KB_MAX_UPLOAD_BYTES, default
+	// 20 MiB); the upload route's body limit is derived from it.
+	MaxUploadBytes int64
 	// ReadHeaderTimeout bounds slow-loris clients (default 10s).
 	ReadHeaderTimeout time.Duration
 	// ShutdownTimeout bounds graceful shutdown of in-flight requests (default 30s).
@@ -56,6 +60,9 @@ func (c *Config) Defaults() {
 	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 1 << 20
+	}
+	if c.MaxUploadBytes == 0 {
+		c.MaxUploadBytes = 20 << 20
 	}
 	if c.ReadHeaderTimeout == 0 {
 		c.ReadHeaderTimeout = 10 * time.Second
@@ -96,13 +103,14 @@ type ReadyCheck struct {
 
 // Deps are the domain services the API serves.
 type Deps struct {
-	Logger   *slog.Logger
-	Registry *prometheus.Registry // metrics registry served at /metrics
-	Accounts *accounts.Service
-	Agents   *agents.Service
-	Limiter  *ratelimit.Limiter
-	Ready    []ReadyCheck
-	Version  string
+	Logger    *slog.Logger
+	Registry  *prometheus.Registry // metrics registry served at /metrics
+	Accounts  *accounts.Service
+	Agents    *agents.Service
+	Knowledge *knowledge.Service
+	Limiter   *ratelimit.Limiter
+	Ready     []ReadyCheck
+	Version   string
 }
 
 // Server is the HTTP API.

@@ -24,6 +24,7 @@ import (
 	"github.com/parleyhq/parley/internal/jobs"
 	"github.com/parleyhq/parley/internal/lkserver"
 	"github.com/parleyhq/parley/internal/safehttp"
+	"github.com/parleyhq/parley/knowledge"
 )
 
 // role selects what a process runs.
@@ -45,6 +46,7 @@ type app struct {
 	registry *prometheus.Registry
 	accounts *accounts.Service
 	agents   *agents.Service
+	know     *knowledge.Service
 	jobs     *jobs.Client
 	api      *httpapi.Server
 	stopOnce sync.Once
@@ -97,6 +99,21 @@ func newApp(ctx context.Context, cfg appConfig, r role, log *slog.Logger) (*app,
 		return nil, err
 	}
 
+	// Embedding requests and page fetches can take longer than webhook calls (a CPU-only
+	// Ollama embedding a batch): the knowledge service gets a guarded client with a
+	// longer overall timeout; embedders bound each request themselves.
+	kgcfg := cfg.SafeHTTP
+	kgcfg.Timeout = 2 * time.Minute
+	kguard, err := safehttp.New(kgcfg)
+	if err != nil {
+		return nil, err
+	}
+	kcfg := cfg.Knowledge
+	kcfg.Logger = log
+	if a.know, err = knowledge.New(a.pool, kcfg, box, kguard); err != nil {
+		return nil, err
+	}
+
 	var store ratelimit.Store = ratelimit.NewPostgresStore(a.pool)
 	if cfg.RedisURL != "" {
 		opts, err := redis.ParseURL(cfg.RedisURL)
@@ -111,6 +128,7 @@ func newApp(ctx context.Context, cfg appConfig, r role, log *slog.Logger) (*app,
 
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &maintenanceWorker{accounts: a.accounts, pool: a.pool, log: log})
+	a.know.AddWorkers(workers)
 	periodic := []*river.PeriodicJob{
 		river.NewPeriodicJob(river.PeriodicInterval(10*time.Minute),
 			func() (river.JobArgs, *river.InsertOpts) { return maintenanceArgs{}, nil },
@@ -121,6 +139,7 @@ func newApp(ctx context.Context, cfg appConfig, r role, log *slog.Logger) (*app,
 	if a.jobs, err = jobs.New(a.pool, jcfg, workers, periodic, log); err != nil {
 		return nil, err
 	}
+	a.know.SetJobs(a.jobs.Client)
 
 	if r.API {
 		limiter, err := ratelimit.New(ratelimit.Config{}, store)
@@ -139,7 +158,7 @@ func newApp(ctx context.Context, cfg appConfig, r role, log *slog.Logger) (*app,
 			ready = append(ready, httpapi.ReadyCheck{Name: "redis", Check: func(ctx context.Context) error { return a.redis.Ping(ctx).Err() }})
 		}
 		a.api, err = httpapi.New(cfg.HTTP, httpapi.Deps{
-			Logger: log, Registry: a.registry, Accounts: a.accounts, Agents: a.agents,
+			Logger: log, Registry: a.registry, Accounts: a.accounts, Agents: a.agents, Knowledge: a.know,
 			Limiter: limiter, Ready: ready, Version: version,
 		})
 		if err != nil {

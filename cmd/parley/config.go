@@ -12,6 +12,7 @@ import (
 	"github.com/parleyhq/parley/internal/db"
 	"github.com/parleyhq/parley/internal/jobs"
 	"github.com/parleyhq/parley/internal/safehttp"
+	"github.com/parleyhq/parley/knowledge"
 )
 
 // appConfig is every component's config, read from the environment in one place.
@@ -21,6 +22,7 @@ type appConfig struct {
 	Accounts  accounts.Config
 	SafeHTTP  safehttp.Config
 	Jobs      jobs.Config
+	Knowledge knowledge.Config
 	SecretKey string // PARLEY_SECRET_KEY: AES-256 key for secrets at rest
 	RedisURL  string
 	LiveKit   liveKitConfig
@@ -58,6 +60,22 @@ func loadConfig(env *config.Env, dev bool) (appConfig, error) {
 		"allow user-configured URLs (webhooks, functions, knowledge URLs, provider base_urls) to reach private, loopback and link-local addresses (`parley dev`: true)")
 	c.SafeHTTP.Timeout = env.Duration("PARLEY_OUTBOUND_TIMEOUT", 10*time.Second, "timeout of outbound HTTP requests to user-configured URLs")
 
+	c.HTTP.MaxUploadBytes = int64(env.Int("PARLEY_KB_MAX_UPLOAD_BYTES", 20<<20, "knowledge-base file upload limit in bytes (413 above it)"))
+	c.Knowledge.MaxUploadBytes = c.HTTP.MaxUploadBytes
+	c.Knowledge.DefaultEmbedder = knowledge.EmbedderSpec{
+		Provider: env.String("PARLEY_EMBEDDER", "local", "default embedder of new knowledge bases: local (built in, offline) or openai (any OpenAI-compatible /embeddings endpoint)"),
+		Model:    env.String("PARLEY_EMBEDDING_MODEL", "", "embedding model for PARLEY_EMBEDDER=openai (default text-embedding-3-small)"),
+		BaseURL:  env.String("PARLEY_OPENAI_BASE_URL", "", "default base URL of OpenAI-compatible endpoints (embeddings; later LLM, STT, TTS), e.g. http://localhost:11434/v1 for Ollama"),
+		APIKey:   env.String("PARLEY_OPENAI_API_KEY", "", "default API key of OpenAI-compatible endpoints"),
+		Dimensions: env.Int("PARLEY_EMBEDDING_DIMENSIONS", 0,
+			"embedding size: local embedder (default 384), or the dimensions parameter sent to OpenAI-compatible models (0: native size)"),
+	}
+	if c.Knowledge.DefaultEmbedder.Provider == "local" {
+		if c.Knowledge.DefaultEmbedder.Dimensions == 0 {
+			c.Knowledge.DefaultEmbedder.Dimensions = 384
+		}
+		c.Knowledge.DefaultEmbedder.BaseURL, c.Knowledge.DefaultEmbedder.APIKey = "", ""
+	}
 	c.Jobs.MaxWorkers = env.Int("PARLEY_JOB_WORKERS", 50, "background jobs run at once per worker process")
 	c.RedisURL = env.String("PARLEY_REDIS_URL", "", "Redis URL; when set, rate-limit state lives there instead of PostgreSQL")
 

@@ -6,9 +6,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	pgxvec "github.com/pgvector/pgvector-go/pgx"
 )
 
 // Config configures the pool.
@@ -49,6 +52,15 @@ func Open(ctx context.Context, cfg Config) (*pgxpool.Pool, error) {
 		pc.ConnConfig.RuntimeParams = map[string]string{}
 	}
 	pc.ConnConfig.RuntimeParams["application_name"] = "parley"
+	// pgvector's types are extension types with per-database OIDs: register them on every
+	// connection so vectors travel in binary (a 384-dim vector is 1.5 KiB, not ~4 KiB of
+	// text). A database without the extension yet (before `migrate up`) is fine.
+	pc.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
+		if err := pgxvec.RegisterTypes(ctx, conn); err != nil && !strings.Contains(err.Error(), "vector type not found") {
+			return fmt.Errorf("db: register pgvector types: %w", err)
+		}
+		return nil
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("db: connect: %w", err)

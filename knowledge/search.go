@@ -1,0 +1,449 @@
+package knowledge
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgvector/pgvector-go"
+
+	"github.com/parleyhq/parley/internal/errs"
+)
+
+// Retrieval.
+//
+// Hybrid search asks two retrievers for candidates and fuses their rankings:
+//   - vector: pgvector HNSW cosine search over the KB's embedder's vectors;
+//   - text: PostgreSQL full-text search with the KB's language (stemming, stop words),
+//     the query's words OR-ed so partial matches count, ranked by ts_rank_cd.
+//
+// Reciprocal-rank fusion (Cormack, Clarke & Büttcher, SIGIR 2009) scores a chunk
+// Σ 1/(rrfK + rank) over the retrievers that found it. It needs no score calibration
+// between cosine distances and text ranks, which live on unrelated scales, and k = 60 is
+// the constant from that paper: it damps the difference between the first few ranks so
+// one retriever's top hit cannot drown agreement between both.
+const rrfK = 60
+
+// candidatesFor is how many candidates each retriever contributes for top k: fusion
+// needs depth beyond k so a chunk ranked 12th by one retriever and 3rd by the other can
+// still win.
+func candidatesFor(k int) int { return max(4*k, 20) }
+
+// MaxTopK bounds top_k.
+const MaxTopK = 50
+
+// Search is the voice engine's retrieval call: hybrid search over several knowledge bases
+// of a tenant. Unknown or foreign KB IDs are ignored (an agent may still name a deleted
+// KB). It is fast enough for the conversation path: one embedding of the query and one
+// database round trip per embedder.
+func (s *Service) Search(ctx context.Context, tenantID string, kbIDs []string, query string, k int) ([]Result, error) {
+	return s.search(ctx, tenantID, kbIDs, Query{Query: query, TopK: k}, false)
+}
+
+// QueryKB runs a query against one knowledge base (the API's query route).
+func (s *Service) QueryKB(ctx context.Context, tenantID, kbID string, q Query) ([]Result, error) {
+	return s.search(ctx, tenantID, []string{kbID}, q, true)
+}
+
+func (q *Query) normalize() error {
+	q.Query = strings.TrimSpace(q.Query)
+	f := errs.Fields{}
+	if q.Query == "" {
+		return ErrEmptyQuery
+	}
+	if len(q.Query) > 4000 {
+		f.Add("query", "must be at most 4000 bytes")
+	}
+	if q.TopK == 0 {
+		q.TopK = 5
+	}
+	if q.TopK < 1 || q.TopK > MaxTopK {
+		f.Add("top_k", "must be from 1 to %d", MaxTopK)
+	}
+	switch q.Mode {
+	case "":
+		q.Mode = ModeHybrid
+	case ModeHybrid, ModeVector, ModeText:
+	default:
+		f.Add("mode", "must be hybrid, vector or text")
+	}
+	if q.MMRLambda == 0 {
+		q.MMRLambda = 0.7
+	}
+	if q.MMRLambda < 0 || q.MMRLambda > 1 {
+		f.Add("mmr_lambda", "must be from 0 to 1")
+	}
+	return f.Err()
+}
+
+type kbInfo struct {
+	id, lang, embedderID string
+	dim                  int
+	spec                 EmbedderSpec
+}
+
+type hit struct {
+	id    int64
+	score float64 // cosine similarity (vector) or ts_rank_cd (text)
+}
+
+func (s *Service) search(ctx context.Context, tenantID string, kbIDs []string, q Query, strict bool) ([]Result, error) {
+	if err := q.normalize(); err != nil {
+		return nil, err
+	}
+	kbs, err := s.loadKBs(ctx, tenantID, kbIDs)
+	if err != nil {
+		return nil, err
+	}
+	if strict && len(kbs) < len(kbIDs) {
+		return nil, fmt.Errorf("knowledge: query: %w", ErrNotFound)
+	}
+	if len(kbs) == 0 {
+		return []Result{}, nil
+	}
+	n := candidatesFor(q.TopK)
+
+	// Group KBs by embedder (vector search) and by language (text search).
+	byEmb := map[string][]kbInfo{}
+	byLang := map[string][]string{}
+	for _, kb := range kbs {
+		byEmb[kb.embedderID] = append(byEmb[kb.embedderID], kb)
+		byLang[kb.lang] = append(byLang[kb.lang], kb.id)
+	}
+	batch := &pgx.Batch{}
+	batch.Queue(`BEGIN READ ONLY`)
+	batch.Queue(`SET LOCAL hnsw.ef_search = ` + strconv.Itoa(max(s.cfg.EFSearch, n)))
+	// Iterative index scans (pgvector 0.8) keep walking the graph until enough rows pass
+	// the tenant/KB filter, so a small KB inside a large table still gets its top k.
+	batch.Queue(`SET LOCAL hnsw.iterative_scan = relaxed_order`)
+	var vecQueries, textQueries int
+	if q.Mode != ModeText {
+		for embID, group := range byEmb {
+			emb, err := s.embedder(group[0].spec)
+			if err != nil {
+				return nil, err
+			}
+			vecs, err := emb.Embed(ctx, []string{q.Query})
+			if err != nil {
+				return nil, fmt.Errorf("knowledge: embed query: %w", err)
+			}
+			ids := make([]string, len(group))
+			for i, kb := range group {
+				ids[i] = kb.id
+			}
+			batch.Queue(vectorSQL(group[0].dim), pgvector.NewVector(vecs[0]), tenantID, ids, embID, n)
+			vecQueries++
+		}
+	}
+	if q.Mode != ModeVector {
+		for lang, ids := range byLang {
+			batch.Queue(textSQL, lang, q.Query, tenantID, ids, n)
+			textQueries++
+		}
+	}
+	batch.Queue(`COMMIT`)
+	br := s.pool.SendBatch(ctx, batch)
+	defer br.Close()
+	for range 3 {
+		if _, err := br.Exec(); err != nil {
+			return nil, fmt.Errorf("knowledge: search: %w", err)
+		}
+	}
+	var vecLists, textLists [][]hit
+	for range vecQueries {
+		l, err := readHits(br)
+		if err != nil {
+			return nil, fmt.Errorf("knowledge: vector search: %w", err)
+		}
+		vecLists = append(vecLists, l)
+	}
+	for range textQueries {
+		l, err := readHits(br)
+		if err != nil {
+			return nil, fmt.Errorf("knowledge: text search: %w", err)
+		}
+		textLists = append(textLists, l)
+	}
+	if _, err := br.Exec(); err != nil {
+		return nil, fmt.Errorf("knowledge: search: %w", err)
+	}
+	br.Close()
+
+	vec := mergeByScore(vecLists)
+	txt := mergeByScore(textLists)
+	ranked := fuse(q.Mode, vec, txt)
+	depth := q.TopK
+	if q.MMR {
+		depth = min(len(ranked), n)
+	}
+	if len(ranked) > depth {
+		ranked = ranked[:depth]
+	}
+	results, embs, err := s.loadChunks(ctx, tenantID, ranked, q.MMR)
+	if err != nil {
+		return nil, err
+	}
+	if q.MMR {
+		results = mmr(results, embs, q.MMRLambda, q.TopK)
+	}
+	return results, nil
+}
+
+// vectorSQL is the nearest-neighbour query for one vector size. Its ORDER BY expression
+// and dim predicate match the partial HNSW index for that size, so the planner uses it.
+func vectorSQL(dim int) string {
+	typ := "vector"
+	if dim > 2000 {
+		typ = "halfvec"
+	}
+	cast := fmt.Sprintf("%s(%d)", typ, dim)
+	return fmt.Sprintf(`SELECT c.id, 1 - (c.embedding::%[1]s <=> $1::%[1]s) FROM kb_chunks c
+		WHERE c.dim = %[2]d AND c.tenant_id = $2 AND c.kb_id = ANY($3) AND c.embedder_id = $4
+		ORDER BY c.embedding::%[1]s <=> $1::%[1]s LIMIT $5`, cast, dim)
+}
+
+// textSQL ranks chunks by full-text relevance. plainto_tsquery normalises the question
+// (stemming, stop words) into 'a' & 'b'; turning & into | lets chunks that share only
+// some of the words match, and ts_rank_cd (cover density, normalised by document length
+// with flag 32) ranks those that share more, closer together, higher.
+const textSQL = `SELECT c.id, ts_rank_cd(c.tsv, x.q, 32) AS r
+	FROM kb_chunks c, (SELECT replace(plainto_tsquery($1::regconfig, $2)::text, ' & ', ' | ')::tsquery AS q) x
+	WHERE c.tenant_id = $3 AND c.kb_id = ANY($4) AND c.tsv @@ x.q
+	ORDER BY r DESC, c.id LIMIT $5`
+
+func readHits(br pgx.BatchResults) ([]hit, error) {
+	rows, err := br.Query()
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []hit
+	for rows.Next() {
+		var h hit
+		var score float64
+		if err := rows.Scan(&h.id, &score); err != nil {
+			return nil, err
+		}
+		h.score = score
+		out = append(out, h)
+	}
+	return out, rows.Err()
+}
+
+// mergeByScore merges per-group lists of one retriever into one ranking. Scores of one
+// retriever are comparable across groups (cosine similarity; ts_rank_cd).
+func mergeByScore(lists [][]hit) []hit {
+	if len(lists) == 1 {
+		return lists[0]
+	}
+	var all []hit
+	for _, l := range lists {
+		all = append(all, l...)
+	}
+	sort.SliceStable(all, func(i, j int) bool { return all[i].score > all[j].score })
+	return all
+}
+
+type ranked struct {
+	id                int64
+	score             float64
+	vecRank, textRank int
+}
+
+// fuse ranks candidates for the mode: RRF for hybrid, the retriever's own score otherwise.
+func fuse(mode string, vec, txt []hit) []ranked {
+	by := map[int64]*ranked{}
+	var order []*ranked
+	get := func(id int64) *ranked {
+		r := by[id]
+		if r == nil {
+			r = &ranked{id: id}
+			by[id] = r
+			order = append(order, r)
+		}
+		return r
+	}
+	for i, h := range vec {
+		r := get(h.id)
+		r.vecRank = i + 1
+		if mode == ModeVector {
+			r.score = h.score
+		}
+	}
+	for i, h := range txt {
+		r := get(h.id)
+		r.textRank = i + 1
+		if mode == ModeText {
+			r.score = h.score
+		}
+	}
+	if mode == ModeHybrid {
+		for _, r := range order {
+			if r.vecRank > 0 {
+				r.score += 1 / float64(rrfK+r.vecRank)
+			}
+			if r.textRank > 0 {
+				r.score += 1 / float64(rrfK+r.textRank)
+			}
+		}
+	}
+	out := make([]ranked, len(order))
+	for i, r := range order {
+		out[i] = *r
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].score != out[j].score {
+			return out[i].score > out[j].score
+		}
+		return out[i].id < out[j].id
+	})
+	return out
+}
+
+// loadChunks fetches the texts (and, for MMR, the vectors) of ranked chunks, in order.
+func (s *Service) loadChunks(ctx context.Context, tenantID string, rs []ranked, withVectors bool) ([]Result, [][]float32, error) {
+	if len(rs) == 0 {
+		return []Result{}, nil, nil
+	}
+	idList := make([]int64, len(rs))
+	for i, r := range rs {
+		idList[i] = r.id
+	}
+	vecCol := "NULL::vector"
+	if withVectors {
+		vecCol = "c.embedding"
+	}
+	rows, err := s.pool.Query(ctx, `SELECT c.id, c.kb_id, c.source_id, src.name, c.heading_path, c.position, c.content, `+vecCol+`
+		FROM kb_chunks c JOIN kb_sources src ON src.id = c.source_id
+		WHERE c.tenant_id = $1 AND c.id = ANY($2)`, tenantID, idList)
+	if err != nil {
+		return nil, nil, fmt.Errorf("knowledge: load chunks: %w", err)
+	}
+	defer rows.Close()
+	type row struct {
+		res Result
+		vec []float32
+	}
+	got := map[int64]row{}
+	for rows.Next() {
+		var r row
+		var v *pgvector.Vector
+		if err := rows.Scan(&r.res.ChunkID, &r.res.KBID, &r.res.SourceID, &r.res.SourceName, &r.res.HeadingPath,
+			&r.res.Position, &r.res.Text, &v); err != nil {
+			return nil, nil, err
+		}
+		if v != nil {
+			r.vec = v.Slice()
+		}
+		got[r.res.ChunkID] = r
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, err
+	}
+	out := make([]Result, 0, len(rs))
+	var vecs [][]float32
+	for _, rk := range rs {
+		r, ok := got[rk.id]
+		if !ok {
+			continue // deleted between the two queries
+		}
+		r.res.Score = round(rk.score)
+		r.res.VectorRank, r.res.TextRank = rk.vecRank, rk.textRank
+		if r.res.HeadingPath == nil {
+			r.res.HeadingPath = []string{}
+		}
+		out = append(out, r.res)
+		vecs = append(vecs, r.vec)
+	}
+	return out, vecs, nil
+}
+
+func round(f float64) float64 { return math.Round(f*1e6) / 1e6 }
+
+// mmr greedily picks k results maximising λ·relevance − (1−λ)·max similarity to those
+// already picked (Carbonell & Goldstein, 1998). Relevance is the fused score divided by
+// the best one, so it lies in (0, 1] like cosine similarity.
+func mmr(rs []Result, vecs [][]float32, lambda float64, k int) []Result {
+	if len(rs) <= 1 {
+		return rs
+	}
+	best := rs[0].Score
+	for _, r := range rs {
+		best = math.Max(best, r.Score)
+	}
+	rel := func(i int) float64 {
+		if best <= 0 {
+			return 1
+		}
+		return rs[i].Score / best
+	}
+	picked := []int{}
+	used := make([]bool, len(rs))
+	for len(picked) < k && len(picked) < len(rs) {
+		best, bestVal := -1, math.Inf(-1)
+		for i := range rs {
+			if used[i] {
+				continue
+			}
+			sim := 0.0
+			for _, j := range picked {
+				sim = math.Max(sim, cosine(vecs[i], vecs[j]))
+			}
+			if v := lambda*rel(i) - (1-lambda)*sim; v > bestVal {
+				best, bestVal = i, v
+			}
+		}
+		used[best] = true
+		picked = append(picked, best)
+	}
+	out := make([]Result, len(picked))
+	for i, j := range picked {
+		out[i] = rs[j]
+	}
+	return out
+}
+
+func cosine(a, b []float32) float64 {
+	if len(a) != len(b) || len(a) == 0 {
+		return 0
+	}
+	var dot, na, nb float64
+	for i := range a {
+		dot += float64(a[i]) * float64(b[i])
+		na += float64(a[i]) * float64(a[i])
+		nb += float64(b[i]) * float64(b[i])
+	}
+	if na == 0 || nb == 0 {
+		return 0
+	}
+	return dot / math.Sqrt(na*nb)
+}
+
+func (s *Service) loadKBs(ctx context.Context, tenantID string, kbIDs []string) ([]kbInfo, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, language::text, embedder_id, dim, embedder FROM knowledge_bases
+		WHERE tenant_id = $1 AND id = ANY($2)`, tenantID, kbIDs)
+	if err != nil {
+		return nil, fmt.Errorf("knowledge: load kbs: %w", err)
+	}
+	defer rows.Close()
+	var out []kbInfo
+	for rows.Next() {
+		var kb kbInfo
+		var raw []byte
+		if err := rows.Scan(&kb.id, &kb.lang, &kb.embedderID, &kb.dim, &raw); err != nil {
+			return nil, err
+		}
+		var stored EmbedderSpec
+		json.Unmarshal(raw, &stored)
+		if kb.spec, err = s.openSpec(stored); err != nil {
+			return nil, err
+		}
+		out = append(out, kb)
+	}
+	return out, rows.Err()
+}
