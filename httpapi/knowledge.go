@@ -74,12 +74,22 @@ func (s *Server) handleListKBs(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// kbWithSources is GET /v1/knowledge-base/{id}: the KB and all its sources ([] when none).
+type kbWithSources struct {
+	knowledge.KnowledgeBase
+	Sources []knowledge.Source `json:"sources"`
+}
+
 func (s *Server) handleGetKB(w http.ResponseWriter, r *http.Request) error {
 	kb, err := s.deps.Knowledge.GetKB(r.Context(), principal(r).TenantID, r.PathValue("id"), true)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, kb)
+	out := kbWithSources{KnowledgeBase: kb, Sources: kb.Sources}
+	if out.Sources == nil {
+		out.Sources = []knowledge.Source{}
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 

@@ -65,7 +65,7 @@ func (s *Server) routes() []route {
 		// --- knowledge ---
 		{Method: "POST", Path: "/v1/knowledge-base", Auth: authUser, Scope: "knowledge:write", Handle: s.handleCreateKB, Tag: "Knowledge base", Summary: "Create a knowledge base", Request: kbCreateRequest{}, Response: kbDoc, Status: http.StatusCreated},
 		{Method: "GET", Path: "/v1/knowledge-base", Auth: authUser, Scope: "knowledge:read", Handle: s.handleListKBs, Tag: "Knowledge base", Summary: "List knowledge bases", Response: listOf{Name: "knowledge_bases", Item: kbDoc}, List: true},
-		{Method: "GET", Path: "/v1/knowledge-base/{id}", Auth: authUser, Scope: "knowledge:read", Handle: s.handleGetKB, Tag: "Knowledge base", Summary: "Get a knowledge base with its sources", Response: kbDoc},
+		{Method: "GET", Path: "/v1/knowledge-base/{id}", Auth: authUser, Scope: "knowledge:read", Handle: s.handleGetKB, Tag: "Knowledge base", Summary: "Get a knowledge base with its sources", Response: kbWithSources{}},
 		{Method: "PATCH", Path: "/v1/knowledge-base/{id}", Auth: authUser, Scope: "knowledge:write", Handle: s.handlePatchKB, Tag: "Knowledge base", Summary: "Change a knowledge base (a new embedder re-embeds in the background)", Request: kbCreateRequest{}, Response: kbDoc},
 		{Method: "DELETE", Path: "/v1/knowledge-base/{id}", Auth: authUser, Scope: "knowledge:write", Handle: s.handleDeleteKB, Tag: "Knowledge base", Summary: "Delete a knowledge base (and detach it from agents)", Status: http.StatusNoContent},
 		{Method: "GET", Path: "/v1/knowledge-base/{id}/sources", Auth: authUser, Scope: "knowledge:read", Handle: s.handleListSources, Tag: "Knowledge base", Summary: "List a knowledge base's sources with ingestion status", Response: listOf{Name: "sources", Item: sourceDoc}, List: true},

@@ -56,6 +56,9 @@ func (q *Query) normalize() error {
 	if q.Query == "" {
 		return ErrEmptyQuery
 	}
+	if strings.ContainsRune(q.Query, 0) {
+		f.Add("query", "must not contain NUL characters")
+	}
 	if len(q.Query) > 4000 {
 		f.Add("query", "must be at most 4000 bytes")
 	}
@@ -176,7 +179,13 @@ func (s *Service) search(ctx context.Context, tenantID string, kbIDs []string, q
 
 	vec := mergeByScore(vecLists)
 	txt := mergeByScore(textLists)
-	ranked := fuse(q.Mode, vec, txt)
+	weight := s.cfg.LocalVectorWeight
+	for _, kb := range kbs {
+		if kb.spec.Provider != ProviderLocal {
+			weight = 1
+		}
+	}
+	ranked := fuse(q.Mode, vec, txt, weight)
 	depth := q.TopK
 	if q.MMR {
 		depth = min(len(ranked), n)
@@ -207,14 +216,36 @@ func vectorSQL(dim int) string {
 		ORDER BY c.embedding::%[1]s <=> $1::%[1]s LIMIT $5`, cast, dim)
 }
 
-// textSQL ranks chunks by full-text relevance. plainto_tsquery normalises the question
-// (stemming, stop words) into 'a' & 'b'; turning & into | lets chunks that share only
-// some of the words match, and ts_rank_cd (cover density, normalised by document length
-// with flag 32) ranks those that share more, closer together, higher.
-const textSQL = `SELECT c.id, ts_rank_cd(c.tsv, x.q, 32) AS r
-	FROM kb_chunks c, (SELECT replace(plainto_tsquery($1::regconfig, $2)::text, ' & ', ' | ')::tsquery AS q) x
-	WHERE c.tenant_id = $3 AND c.kb_id = ANY($4) AND c.tsv @@ x.q
-	ORDER BY r DESC, c.id LIMIT $5`
+// textSQL ranks chunks by full-text relevance. The question's lexemes come from the
+// KB's text search configuration (stemming, stop words). Requiring every lexeme (AND) is
+// too strict for natural questions, and accepting any one (OR) makes a query with one
+// common word rank most of the KB, which is slow and noisy. So the first branch asks for
+// chunks sharing at least two of the question's lexemes (an OR of pairwise ANDs, which
+// the GIN index answers directly); only when that finds fewer than the candidates wanted
+// does the second branch, single-lexeme matches, run at all (Append under Limit stops
+// pulling from it). ts_rank_cd ranks by cover density, normalised by length (flag 32).
+const textSQL = `WITH lex AS (
+		SELECT DISTINCT l FROM unnest(tsvector_to_array(to_tsvector($1::regconfig, $2))) AS l LIMIT 12),
+	q AS (SELECT
+		(SELECT string_agg(quote_literal(l), ' | ') FROM lex)::tsquery AS any_q,
+		coalesce((SELECT string_agg('(' || quote_literal(a.l) || ' & ' || quote_literal(b.l) || ')', ' | ')
+			FROM lex a JOIN lex b ON a.l < b.l), (SELECT string_agg(quote_literal(l), ' | ') FROM lex))::tsquery AS pair_q)
+	(SELECT m.id, ts_rank_cd(m.tsv, q.any_q, 32) AS r FROM q, LATERAL (
+			SELECT c.id, c.tsv FROM kb_chunks c
+			WHERE c.tenant_id = $3 AND c.kb_id = ANY($4) AND c.tsv @@ q.pair_q LIMIT ` + maxRankedText + `) m
+		ORDER BY r DESC, m.id LIMIT $5)
+	UNION ALL
+	(SELECT m.id, ts_rank_cd(m.tsv, q.any_q, 32) / 2 AS r FROM q, LATERAL (
+			SELECT c.id, c.tsv FROM kb_chunks c
+			WHERE c.tenant_id = $3 AND c.kb_id = ANY($4) AND c.tsv @@ q.any_q AND NOT c.tsv @@ q.pair_q LIMIT ` + maxRankedText + `) m
+		ORDER BY r DESC, m.id LIMIT $5)
+	LIMIT $5`
+
+// maxRankedText bounds how many matching chunks one text branch ranks. Ranking reads each
+// match's tsvector (often out of line in TOAST), so a question whose word pairs are common
+// in a large KB would otherwise cost tens of milliseconds; beyond a few thousand matches
+// such pairs carry little signal anyway.
+const maxRankedText = "1000"
 
 func readHits(br pgx.BatchResults) ([]hit, error) {
 	rows, err := br.Query()
@@ -237,10 +268,9 @@ func readHits(br pgx.BatchResults) ([]hit, error) {
 
 // mergeByScore merges per-group lists of one retriever into one ranking. Scores of one
 // retriever are comparable across groups (cosine similarity; ts_rank_cd).
+// Vector lists are re-sorted too: relaxed_order iterative scans may return rows slightly
+// out of order.
 func mergeByScore(lists [][]hit) []hit {
-	if len(lists) == 1 {
-		return lists[0]
-	}
 	var all []hit
 	for _, l := range lists {
 		all = append(all, l...)
@@ -256,7 +286,7 @@ type ranked struct {
 }
 
 // fuse ranks candidates for the mode: RRF for hybrid, the retriever's own score otherwise.
-func fuse(mode string, vec, txt []hit) []ranked {
+func fuse(mode string, vec, txt []hit, vecWeight float64) []ranked {
 	by := map[int64]*ranked{}
 	var order []*ranked
 	get := func(id int64) *ranked {
@@ -285,7 +315,7 @@ func fuse(mode string, vec, txt []hit) []ranked {
 	if mode == ModeHybrid {
 		for _, r := range order {
 			if r.vecRank > 0 {
-				r.score += 1 / float64(rrfK+r.vecRank)
+				r.score += vecWeight / float64(rrfK+r.vecRank)
 			}
 			if r.textRank > 0 {
 				r.score += 1 / float64(rrfK+r.textRank)

@@ -160,10 +160,11 @@ func (s *Service) validateKB(ctx context.Context, in KBInput, creating bool) err
 	if in.Description != nil && utf8.RuneCountInString(*in.Description) > 5000 {
 		f.Add("description", "must be at most 5000 characters")
 	}
-	for _, p := range []*string{in.Name, in.Description} {
-		if p != nil && strings.ContainsRune(*p, 0) {
-			f.Add("name", "must not contain NUL characters")
-		}
+	if in.Name != nil && strings.ContainsRune(*in.Name, 0) {
+		f.Add("name", "must not contain NUL characters")
+	}
+	if in.Description != nil && strings.ContainsRune(*in.Description, 0) {
+		f.Add("description", "must not contain NUL characters")
 	}
 	if in.Language != nil {
 		var ok bool

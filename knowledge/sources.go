@@ -167,8 +167,14 @@ func (s *Service) AddSource(ctx context.Context, tenantID, kbID string, in Sourc
 	return src, created, err
 }
 
+// firstWords names a source after the start of its text, without control characters.
 func firstWords(s string, n int) string {
-	w := strings.Fields(s)
+	w := strings.Fields(strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s))
 	if len(w) > n {
 		w = w[:n]
 	}

@@ -117,7 +117,13 @@ func isAbbreviation(before string) bool {
 		return false
 	}
 	if strings.Contains(w, ".") {
-		return true // "e.g", "U.S", "Ph.D"
+		// "e.g", "U.S", "Ph.D": short letter groups; "example.com" is not one.
+		for part := range strings.SplitSeq(w, ".") {
+			if len(part) > 3 || strings.IndexFunc(part, func(r rune) bool { return !unicode.IsLetter(r) }) >= 0 {
+				return false
+			}
+		}
+		return true
 	}
 	if utf8.RuneCountInString(w) == 1 {
 		r, _ := utf8.DecodeRuneInString(w)

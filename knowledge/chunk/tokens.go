@@ -23,9 +23,9 @@ import (
 // estimate is within a few percent of the real count for 256-token passages, rarely
 // off by more than 10%; code and other scripts fare worse (about ±15%).
 //
-// The count is additive over whitespace: CountTokens(a + " " + b) equals
-// CountTokens(a) + CountTokens(b), and a run of newlines costs one token. The chunker
-// relies on that to size chunks from the sizes of their parts.
+// Internally the price is additive: the price of a + " " + b is the sum of theirs, and
+// a line break between them adds a known amount (see joinCost). The chunker relies on
+// that to size chunks from the sizes of their parts.
 func CountTokens(s string) int {
 	return (cost(s) + unit/2) / unit
 }
@@ -35,10 +35,9 @@ func CountTokens(s string) int {
 const unit = 64
 
 // Word prices by length in letters, for a lowercase word after a space (cl100k piece
-// " word"), a lowercase word glued to punctuation or starting a line ("(word",
-// "\nword", which cl100k's vocabulary covers less well), and a capitalised word.
-// Beyond the table, words grow by the last step per letter. Measured averages on the
-// corpus described at CountTokens, rounded to a monotonic curve.
+// " word"), a lowercase word glued to punctuation ("(word", which cl100k's vocabulary
+// covers less well), and a capitalised word after a space or glued. Measured averages on
+// the corpus described at CountTokens, rounded to a monotonic curve.
 var (
 	lowerCost   = [...]int{0, 64, 64, 65, 65, 66, 66, 67, 68, 70, 73, 79, 82, 86}
 	lowerNoCost = [...]int{0, 64, 66, 70, 71, 75, 78, 86, 96, 108, 116, 128, 136, 150}
@@ -47,10 +46,12 @@ var (
 )
 
 const (
+	longLetterCost = 16 // per letter beyond 13
 	upperPerLetter = 20 // extra per letter of ALL-CAPS words beyond three ("HTTP", "NOTICE")
 	accentCost     = 56 // extra per accented Latin letter ("é" often becomes its own token)
 	digitGroup     = 64 // cl100k splits digit runs into groups of up to three...
 	digitSpace     = 56 // ...and never joins the space before them: " 12" is two tokens
+	attachCost     = 28 // one mark glued between letters: ".com" is often one piece
 	punctFirst     = 64 // a punctuation run: its first character
 	punctNext      = 24 // each character after the second (pairs like ")." or "->" are one token)
 	cjkCost        = 68 // Han, kana, Hangul: about one token per character
@@ -113,6 +114,12 @@ func cost(s string) int {
 				i++
 				continue
 			}
+			if n == 1 && !spaceBefore && i < len(s) && isLetter(s[i]) {
+				// One mark between a word and letters joins the word that follows
+				// (".com", "/docs", "-mail"): cl100k has pieces for many of them.
+				c += attachCost
+				continue
+			}
 			c += punctFirst + max(0, n-2)*punctNext
 		default:
 			r, size := utf8.DecodeRuneInString(s[i:])
@@ -173,9 +180,11 @@ func isPunct(b byte) bool {
 	return b > ' ' && b < utf8.RuneSelf && !isLetter(b) && !(b >= '0' && b <= '9')
 }
 
-// joinCost bounds what joining prev and next with a line break adds to their prices:
-// the break itself, free after punctuation, and the price of deep indentation at the
-// start of next (which next alone does not pay for). Joining with a space adds nothing.
+// joinCost is what joining prev and next with a line break adds to their prices: the
+// break itself, free after punctuation, plus the price of deep indentation at the start
+// of next, minus the tab runs next alone pays for (after a break they are part of the
+// break's run). Joining with a space adds nothing. With it, prices stay exactly
+// additive, which the chunker relies on.
 func joinCost(prev string, newline bool, next string) int {
 	if !newline {
 		return 0
@@ -188,6 +197,9 @@ func joinCost(prev string, newline bool, next string) int {
 	for k := 0; k < len(next) && (next[k] == ' ' || next[k] == '\t'); k++ {
 		if next[k] == '\t' {
 			indent += 4
+			if k == 0 || next[k-1] != '\t' {
+				c -= tabCost
+			}
 		} else {
 			indent++
 		}
@@ -279,12 +291,15 @@ func word(s string, i, c int, spaceBefore bool) (next, total int) {
 	return i, c
 }
 
+// tablePrice prices a hump of n letters. Past the tables' 13 letters few runs are
+// dictionary words: long compounds, identifiers, hashes and base64 cost about a token
+// per four letters.
 func tablePrice(table []int, n int) int {
 	if n < len(table) {
 		return table[n]
 	}
 	last := len(table) - 1
-	return table[last] + (n-last)*(table[last]-table[last-1])
+	return table[last] + (n-last)*longLetterCost
 }
 
 // contraction returns the length of an English contraction suffix (s, t, re, ve, m, ll,

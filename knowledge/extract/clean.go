@@ -195,29 +195,42 @@ func cleanCode(s string) string {
 	return strings.Join(lines, "\n")
 }
 
-// hasOrdinal reports whether s starts with a list number such as "1.", "2)", "a." or
-// "iv." followed by a space.
+// hasOrdinal reports whether s starts with a list number followed by a space: "1.",
+// "2)", "1.2." (Word's multilevel numbering), "a.", "b)" or "iv.". Numbers have at most
+// three digits, so a wrapped line starting "2019. The year..." is not a list item.
 func hasOrdinal(s string) bool {
-	i := 0
-	for i < len(s) && i < 6 && (isDigit(s[i]) || isASCIILetter(s[i])) {
-		i++
-	}
-	if i == 0 || i >= len(s)-1 || (s[i] != '.' && s[i] != ')') || s[i+1] != ' ' {
+	end := strings.IndexByte(s, ' ')
+	if end < 2 || end > 12 {
 		return false
 	}
-	word := s[:i]
-	if isDigit(word[0]) {
-		for j := 0; j < len(word); j++ {
-			if !isDigit(word[j]) {
-				return false
-			}
+	word := s[:end]
+	last := word[len(word)-1]
+	if last != '.' && last != ')' {
+		return false
+	}
+	word = word[:len(word)-1]
+	if word == "" {
+		return false
+	}
+	// Dotted decimal numbers: every group 1-3 digits.
+	groups := strings.Split(word, ".")
+	allDigits := true
+	for _, g := range groups {
+		if g == "" || len(g) > 3 || strings.Trim(g, "0123456789") != "" {
+			allDigits = false
+			break
 		}
+	}
+	if allDigits {
 		return true
+	}
+	if len(groups) > 1 {
+		return false
 	}
 	if len(word) == 1 {
-		return true
+		return isASCIILetter(word[0])
 	}
-	return strings.Trim(strings.ToLower(word), "ivxlc") == ""
+	return len(word) <= 6 && strings.Trim(strings.ToLower(word), "ivxlc") == ""
 }
 
 func isDigit(c byte) bool       { return c >= '0' && c <= '9' }

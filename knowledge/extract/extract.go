@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // Format is a supported input format. The values are stored with a source, so they must
@@ -42,9 +43,24 @@ var (
 	ErrCorrupt = errors.New("extract: corrupt or unreadable file")
 )
 
-// corrupt wraps ErrCorrupt with a reason a user can act on ("encrypted PDF").
+// corrupt wraps ErrCorrupt with a reason a user can act on ("encrypted PDF"). Reasons
+// often quote the broken input, so they are cleaned and shortened: they end up in the
+// source's status in the database and in API responses.
 func corrupt(format Format, reason string, args ...any) error {
-	return fmt.Errorf("%w: %s: %s", ErrCorrupt, format, fmt.Sprintf(reason, args...))
+	return fmt.Errorf("%w: %s: %s", ErrCorrupt, format, shortReason(fmt.Sprintf(reason, args...)))
+}
+
+// shortReason makes s a clean line of at most 200 bytes.
+func shortReason(s string) string {
+	s = cleanInline(s)
+	if len(s) <= 200 {
+		return s
+	}
+	cut := 200
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
 }
 
 // BlockKind is the structural role of a Block.

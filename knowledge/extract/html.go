@@ -28,7 +28,10 @@ func parseHTML(data []byte) (Document, error) {
 	}
 	root, err := html.Parse(bytes.NewReader(data))
 	if err != nil {
-		return Document{}, corrupt(FormatHTML, "%v", err)
+		// The parser refuses pages nested more than 512 elements deep (thousands of
+		// unclosed <font> or <div> tags from broken generators); browsers show them,
+		// so read their text with the tokenizer instead.
+		return htmlTokens(data), nil
 	}
 	var doc Document
 	if t := findFirst(root, atom.Title); t != nil {
@@ -484,6 +487,64 @@ func preText(sb *strings.Builder, n *html.Node) {
 				continue
 			}
 			preText(sb, c)
+		}
+	}
+}
+
+// htmlTokens is the fallback reader: a single pass over the tokens, paragraphs broken
+// at block tags, headings kept, chrome and scripts skipped by counting their tags.
+func htmlTokens(data []byte) Document {
+	var doc Document
+	z := html.NewTokenizer(bytes.NewReader(data))
+	var buf strings.Builder
+	kind, level := Paragraph, 0
+	skip := map[atom.Atom]int{}
+	skipping := 0
+	inTitle := false
+	flush := func() {
+		if t := cleanInline(buf.String()); t != "" {
+			doc.Blocks = append(doc.Blocks, Block{Kind: kind, Level: level, Text: t})
+		}
+		buf.Reset()
+		kind, level = Paragraph, 0
+	}
+	for {
+		tt := z.Next()
+		switch tt {
+		case html.ErrorToken:
+			flush()
+			return doc
+		case html.TextToken:
+			switch {
+			case inTitle && doc.Title == "":
+				doc.Title = cleanInline(string(z.Text()))
+			case skipping == 0 && !inTitle:
+				buf.Write(z.Text())
+			}
+		case html.StartTagToken, html.EndTagToken, html.SelfClosingTagToken:
+			name, _ := z.TagName()
+			a := atom.Lookup(name)
+			if a == atom.Title {
+				inTitle = tt == html.StartTagToken
+				continue
+			}
+			if dropTags[a] && a != atom.Img && a != atom.Input && a != atom.Link && a != atom.Meta && a != atom.Base {
+				switch {
+				case tt == html.StartTagToken:
+					skip[a]++
+					skipping++
+				case tt == html.EndTagToken && skip[a] > 0:
+					skip[a]--
+					skipping--
+				}
+				continue
+			}
+			if blockTags[a] || headingLevels[a] > 0 || a == atom.Li || a == atom.Br || a == atom.Pre || a == atom.Table {
+				flush()
+				if l := headingLevels[a]; l > 0 && tt == html.StartTagToken {
+					kind, level = Heading, l
+				}
+			}
 		}
 	}
 }

@@ -28,6 +28,10 @@ var markdownParser = goldmark.New(goldmark.WithExtensions(extension.Table, exten
 // document title.
 func parseMarkdown(data []byte) (Document, error) {
 	src := []byte(decodeText(data))
+	if tooHardForMarkdown(src) {
+		// Read it as plain text rather than spend minutes in the parser.
+		return parseText(src)
+	}
 	src, title := stripFrontMatter(src)
 	m := mdConv{src: src}
 	root := markdownParser.Parse(text.NewReader(src))
@@ -44,6 +48,58 @@ func parseMarkdown(data []byte) (Document, error) {
 		}
 	}
 	return m.doc, nil
+}
+
+// tooHardForMarkdown spots input that sends a CommonMark parser into quadratic time:
+// goldmark needs seconds for 20,000 nested block quotes or list markers, tens of
+// seconds for a paragraph of 20,000 unclosed link brackets, and minutes for a table
+// header with thousands of columns (every row is padded to it). No real document comes
+// near the limits below, so such input is read as plain text instead.
+func tooHardForMarkdown(src []byte) bool {
+	const (
+		maxNesting   = 32  // ">" or list markers opening one line
+		maxIndent    = 256 // leading spaces, tabs counted as four
+		maxPipes     = 256 // table cells in one line
+		maxLineBytes = 1 << 20
+		// Link parsing costs about the square of the "[" in a paragraph (10 ns each):
+		// the sum of squares over paragraphs bounds the time at about a second.
+		maxBracketWork = 100_000_000
+	)
+	brackets, work := 0, 0
+	for line := range bytes.SplitSeq(src, []byte("\n")) {
+		if len(line) > maxLineBytes {
+			return true
+		}
+		if len(bytes.TrimSpace(line)) == 0 {
+			work += brackets * brackets
+			brackets = 0
+			continue
+		}
+		indent, nesting := 0, 0
+		i := 0
+	prefix:
+		for i < len(line) {
+			switch line[i] {
+			case ' ':
+				indent++
+			case '\t':
+				indent += 4
+			case '>', '-', '*', '+':
+				nesting++
+			default:
+				break prefix
+			}
+			i++
+		}
+		if indent > maxIndent || nesting > maxNesting || bytes.Count(line, []byte("|")) > maxPipes {
+			return true
+		}
+		brackets += bytes.Count(line, []byte("["))
+		if work+brackets*brackets > maxBracketWork {
+			return true
+		}
+	}
+	return false
 }
 
 // stripFrontMatter removes a leading "---" (YAML) or "+++" (TOML) block, which static

@@ -83,14 +83,6 @@ func parsePDF(data []byte) (doc Document, err error) {
 	return doc, nil
 }
 
-func shortReason(s string) string {
-	s = cleanInline(s)
-	if len(s) > 200 {
-		s = s[:200] + "..."
-	}
-	return s
-}
-
 // pdfTitle returns the Info title unless it is a file name or a tool's label, which is
 // what most "titles" in the wild are ("Microsoft Word - draft3.docx", "untitled").
 func pdfTitle(t string) string {
@@ -199,7 +191,8 @@ type pdfFont struct {
 	defaultW  float64
 	std       *[95]uint16 // standard-14 metrics when the font lists no widths
 	monospace bool
-	scale     float64 // glyph units to text space (Type3 FontMatrix); 0.001 normally
+	scale     float64        // glyph units to text space (Type3 FontMatrix); 0.001 normally
+	cache     map[int]string // decoded codes
 	bold      bool
 	mono      bool // fixed pitch: code, in technical documents
 }
@@ -232,11 +225,47 @@ func (f *pdfFont) width(code int) float64 {
 	return w * f.scale
 }
 
+// decode maps a shown string to Unicode, code by code through a cache: the library's
+// ToUnicode and Differences decoders scan their whole table for every code, which for a
+// CJK font with thousands of mappings would make a long document take minutes.
 func (f *pdfFont) decode(raw string) string {
 	if f.enc == nil {
 		return raw
 	}
-	return f.enc.Decode(raw)
+	step := 1
+	if f.twoByte {
+		step = 2
+	}
+	if f.cache == nil {
+		f.cache = map[int]string{}
+	}
+	var sb strings.Builder
+	for i := 0; i < len(raw); i += step {
+		end := min(i+step, len(raw))
+		code := int(raw[i])
+		if end-i == 2 {
+			code = code<<8 | int(raw[i+1])
+		} else if step == 2 {
+			code |= 1 << 20 // a trailing odd byte: not the same code as a full one
+		}
+		t, ok := f.cache[code]
+		if !ok {
+			t = f.safeDecode(raw[i:end])
+			f.cache[code] = t
+		}
+		sb.WriteString(t)
+	}
+	return sb.String()
+}
+
+// safeDecode runs the library's decoder, which may panic on a malformed map.
+func (f *pdfFont) safeDecode(code string) (s string) {
+	defer func() {
+		if recover() != nil {
+			s = "\uFFFD"
+		}
+	}()
+	return f.enc.Decode(code)
 }
 
 // loadFont builds a pdfFont from a font dictionary. Each step is guarded: a font whose

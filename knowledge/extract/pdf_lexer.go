@@ -134,7 +134,12 @@ func trimNumber(s string) string {
 	return s
 }
 
-// array reads up to the closing bracket; nesting is bounded.
+// maxArrayDepth bounds nested arrays in content streams (TJ arrays are flat; nesting is
+// only ever garbage). Deeper arrays are skipped without recursion, so that "[[[[..."
+// cannot exhaust the stack.
+const maxArrayDepth = 8
+
+// array reads up to the closing bracket.
 func (l *pdfLexer) array(depth int) []operand {
 	var out []operand
 	for {
@@ -148,10 +153,11 @@ func (l *pdfLexer) array(depth int) []operand {
 		}
 		if l.b[l.i] == '[' {
 			l.i++
-			inner := l.array(depth + 1)
-			if depth < 8 {
-				out = append(out, operand{kind: opArray, arr: inner})
+			if depth >= maxArrayDepth {
+				l.skipArray()
+				continue
 			}
+			out = append(out, operand{kind: opArray, arr: l.array(depth + 1)})
 			continue
 		}
 		v, _, isOp, ok := l.next()
@@ -166,6 +172,23 @@ func (l *pdfLexer) array(depth int) []operand {
 		if len(out) < 1<<16 {
 			out = append(out, v)
 		}
+	}
+}
+
+// skipArray skips to the bracket closing an array whose "[" was just read.
+func (l *pdfLexer) skipArray() {
+	depth := 1
+	for l.i < len(l.b) && depth > 0 {
+		switch c := l.b[l.i]; {
+		case c == '(':
+			l.literalString()
+			continue
+		case c == '[':
+			depth++
+		case c == ']':
+			depth--
+		}
+		l.i++
 	}
 }
 

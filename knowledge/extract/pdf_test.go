@@ -17,6 +17,7 @@ type pdfSpec struct {
 	header   string   // default "%PDF-1.4"
 	title    string   // Info /Title
 	kids     string   // override the Kids array (for broken page trees)
+	form     string   // content of a form XObject /Fm1 every page can draw
 }
 
 // buildPDF writes a small but complete PDF: header, catalog, page tree, two standard
@@ -48,9 +49,10 @@ func buildPDF(spec pdfSpec) []byte {
 	obj("<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>")      // 3
 	obj("<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica-Bold /Encoding /WinAnsiEncoding >>") // 4
 	obj(fmt.Sprintf("<< /Title (%s) /Producer (extract tests) >>", spec.title))                   // 5
+	formObj := 6 + 2*n
 	for i, content := range spec.pages {
 		obj(fmt.Sprintf("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "+
-			"/Resources << /Font << /F1 3 0 R /F2 4 0 R >> >> /Contents %d 0 R >>", 7+2*i))
+			"/Resources << /Font << /F1 3 0 R /F2 4 0 R >> /XObject << /Fm1 %d 0 R >> >> /Contents %d 0 R >>", formObj, 7+2*i))
 		data := []byte(content)
 		filter := ""
 		if spec.compress {
@@ -65,6 +67,10 @@ func buildPDF(spec pdfSpec) []byte {
 		b.Write(data)
 		b.WriteString("\nendstream\nendobj\n")
 	}
+	// The form has its own resources, where /F1 is the bold font.
+	offsets = append(offsets, b.Len())
+	fmt.Fprintf(&b, "%d 0 obj\n<< /Type /XObject /Subtype /Form /BBox [0 0 612 792] /Matrix [1 0 0 1 0 -200] "+
+		"/Resources << /Font << /F1 4 0 R >> >> /Length %d >>\nstream\n%s\nendstream\nendobj\n", len(offsets), len(spec.form), spec.form)
 	xref := b.Len()
 	fmt.Fprintf(&b, "xref\n0 %d\n0000000000 65535 f \n", len(offsets)+1)
 	for _, o := range offsets {
@@ -156,6 +162,13 @@ func TestPDFFixtures(t *testing.T) {
 			{Kind: Heading, Level: 1, Text: "Connecting a phone number"},
 			{Kind: Paragraph, Text: "Buy a number in the dashboard or bring your own SIP trunk. Calls to the number are answered by the agent within a second."},
 		}},
+		{"chrome.pdf", "Parley FAQ", []Block{
+			{Kind: Heading, Level: 1, Text: "Frequently asked questions"},
+			{Kind: Heading, Level: 2, Text: "How fast does the agent answer?"},
+			{Kind: Paragraph, Text: "Within about a second. Parley streams speech recognition, the language model and speech synthesis, so the agent starts speaking while the rest of the answer is still being generated. Latency depends on the model you choose and the region of your speech provider."},
+			{Kind: Heading, Level: 2, Text: "Which languages are supported?"},
+			{Kind: Paragraph, Text: "Automatic language detection is available on Pro plans."},
+		}},
 		{"owner-only.pdf", "Getting started with Parley", []Block{
 			{Kind: Heading, Level: 1, Text: "Getting started with Parley"},
 			{Kind: Heading, Level: 1, Text: "Connecting a phone number"},
@@ -183,6 +196,11 @@ func TestPDFFixtures(t *testing.T) {
 				t.Errorf("title %q, want %q", doc.Title, tc.title)
 			}
 			assertContainsInOrder(t, doc.Blocks, tc.want)
+			for _, w := range []string{"Rückerstattung", "Возврат"} {
+				if tc.file == "chrome.pdf" && !strings.Contains(doc.Text(), w) {
+					t.Errorf("%q not decoded", w)
+				}
+			}
 			if strings.Contains(doc.Text(), "\n1\n") || strings.HasSuffix(doc.Text(), "\n2") {
 				t.Errorf("page numbers kept:\n%s", doc.Text())
 			}
@@ -213,6 +231,7 @@ func TestPDFCorrupt(t *testing.T) {
 		{"wrong xref offset", bytes.Replace(good, []byte("startxref\n"), []byte("startxref\n1"), 1), ErrCorrupt, ""},
 		{"cyclic page tree", buildPDF(pdfSpec{pages: twoPages, kids: "[2 0 R 2 0 R]"}), ErrCorrupt, "no pages"},
 		{"undecodable stream", badStream, ErrCorrupt, "content stream"},
+		{"deeply nested arrays", buildPDF(pdfSpec{pages: []string{strings.Repeat("[", 1<<20) + " TJ"}}), ErrEmpty, ""},
 		{"no text", buildPDF(pdfSpec{pages: []string{"0 0 m 100 100 l S", "q 1 0 0 1 0 0 cm Q"}}), ErrEmpty, ""},
 		{"encrypted", readFixture(t, "encrypted.pdf"), ErrCorrupt, "encrypted"},
 	} {
@@ -240,8 +259,13 @@ BI /W 4 /H 4 /BPC 8 /CS /G ID ` + "\x00\xffEI\x10(junk) Tj\xfe" + ` EI
 /Artifact <</Type /Pagination>> BDC BT /F1 9 Tf 72 760 Td (Confidential draft) Tj ET EMC
 BT /F1 11 Tf 12 TL 72 700 Td (First line of the body,) Tj (and the second line.) ' ET
 Q
-BT /F1 11 Tf 72 640 Td (Last) Tj ET`
-	doc, err := Extract(FormatPDF, buildPDF(pdfSpec{pages: []string{page}}))
+BT /F1 11 Tf 72 640 Td (Last) Tj ET
+q /Fm1 Do Q /Missing Do`
+	// The form is drawn 200 points lower by its matrix, in its own font: its /F1 is
+	// bold, which makes its first, short line a heading below the 18-point one.
+	form := `BT /F1 11 Tf 72 700 Td [(From the) -250 (form)] TJ 0 -30 Td 1.0 0.5 (\(spaced\) \101\102C\
+continued) " ET`
+	doc, err := Extract(FormatPDF, buildPDF(pdfSpec{pages: []string{page}, form: form}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,6 +273,8 @@ BT /F1 11 Tf 72 640 Td (Last) Tj ET`
 		{Kind: Heading, Level: 1, Text: "Hello world"},
 		{Kind: Paragraph, Text: "First line of the body, and the second line."},
 		{Kind: Paragraph, Text: "Last"},
+		{Kind: Heading, Level: 2, Text: "From the form"},
+		{Kind: Paragraph, Text: "(spaced) ABCcontinued"},
 	})
 }
 
