@@ -561,7 +561,6 @@ func TestKBBadInput(t *testing.T) {
 	}
 }
 
-
 // A PDF that cannot be read is accepted (detection only looks at the header) and ends in
 // status "error" with the reason, without holding up a good source in the same KB.
 // Re-adding the failed file queues it again under the same source.
