@@ -9,19 +9,26 @@ import (
 // text-embedding-3 and GPT-4 models; most other modern tokenizers land within ~10% of
 // it) makes of s, without its vocabulary: the real tokenizer needs a 1.7 MB table and
 // runs at a few MB/s, while ingestion must chunk thousands of passages per second per
-// core.
+// core. This runs at about 200 MB/s and allocates nothing.
 //
 // It mimics cl100k's pre-tokenizer (words with their leading space, digit groups of up
-// to three, punctuation runs, newline runs) and prices each piece by what cl100k does
-// with pieces of that shape: a common English word is one token whatever its length up
-// to ten letters, rarer long words, capitalised names and acronyms split into more,
-// accented Latin letters cost extra, CJK characters about one token each, Cyrillic,
-// Greek, Arabic and Hebrew about one token per two or three letters. The prices were
-// fitted on English prose and technical text (licences, the Go specification, READMEs,
-// API docs) and a hand-written sample of other languages, against cl100k itself (see
-// testdata/cl100k.json and TestCountTokensMatchesCL100K): on English prose and docs the
-// estimate is within a few percent of the real count for 256-token passages, rarely
-// off by more than 10%; code and other scripts fare worse (about ±15%).
+// to three, punctuation runs, one mark glued to the word after it, newline runs) and
+// prices each piece by what cl100k does with pieces of that shape: a common English
+// word is one token whatever its length up to ten letters, rarer long words,
+// capitalised names and camel-case identifiers split into more, runs without spaces
+// (hashes, base64) cost a token per four letters, accented Latin letters cost extra,
+// CJK characters about one token each, Cyrillic, Greek, Arabic and Hebrew letters about
+// 0.45 each.
+//
+// Accuracy against cl100k itself, measured offline with tiktoken's cl100k_base on
+// passages of about 250 tokens: on English prose and documentation (licences, the Go
+// specification and package docs, READMEs, help-center text) the total is within ±3%
+// and the mean absolute error per passage 2-5%, with 90% of passages within ±8-11%;
+// Go code is within ±1% (5% mean error); Debian changelogs, dense with e-mail
+// addresses and versions, are 9% under. Russian, Chinese and Japanese are within a few
+// percent; German is about 25% under (long compounds), French and Spanish 12-16% under.
+// testdata/cl100k.json keeps a sample of those passages with their real counts, and
+// TestCountTokensMatchesCL100K holds the estimate to them.
 //
 // Internally the price is additive: the price of a + " " + b is the sum of theirs, and
 // a line break between them adds a known amount (see joinCost). The chunker relies on

@@ -76,6 +76,9 @@ func Detect(filename, contentType string, head []byte) (Format, error) {
 			if f != FormatPDF && f != FormatDOCX && looksBinary(head) {
 				return "", fmt.Errorf("%w: %s with binary content", ErrUnsupported, ct)
 			}
+			if f == FormatText && looksLikeHTML(head) {
+				return FormatHTML, nil // a web server that labels its pages text/plain
+			}
 			return f, nil
 		}
 		if !strings.HasPrefix(ct, "text/") && ct != "application/json" && ct != "application/xml" {

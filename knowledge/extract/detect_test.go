@@ -48,6 +48,7 @@ func TestDetect(t *testing.T) {
 		{"docx head only", "", "", docx[:1024], FormatDOCX},
 		{"damaged docx keeps its claim", "broken.docx", "", []byte("PK\x03\x04garbage"), FormatDOCX},
 		{"content type html", "/docs/getting-started", "text/html", []byte("<!doctype html><title>x</title>"), FormatHTML},
+		{"html served as text/plain", "/faq", "text/plain", []byte("<!DOCTYPE html><html><body>x"), FormatHTML},
 		{"content type markdown", "", "text/markdown; charset=utf-8", []byte("# x"), FormatMarkdown},
 		{"content type pdf", "download", "application/pdf", pdf, FormatPDF},
 		{"content type csv", "export", "text/csv", []byte("a,b"), FormatCSV},

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/net/html"
 	"golang.org/x/net/html/atom"
@@ -21,7 +22,12 @@ func HTML(data []byte) (Document, error) {
 }
 
 func parseHTML(data []byte) (Document, error) {
-	if enc, name, _ := charset.DetermineEncoding(data, ""); name != "utf-8" && enc != nil {
+	// A BOM settles the encoding. Otherwise bytes that are valid UTF-8 are UTF-8, whatever
+	// the page declares: the charset package looks at the first KiB only and falls back
+	// to Windows-1252 when that is plain ASCII, and mislabeled pages ("iso-8859-1" served
+	// as UTF-8) are common. Only invalid UTF-8 is decoded with the declared charset.
+	enc, name, certain := charset.DetermineEncoding(data, "")
+	if name != "utf-8" && enc != nil && (certain || !utf8.Valid(data)) {
 		if dec, err := enc.NewDecoder().Bytes(data); err == nil {
 			data = dec
 		}
