@@ -406,16 +406,7 @@ func (s *Server) handleCreateAPIKey(w http.ResponseWriter, r *http.Request) erro
 }
 
 func (s *Server) handleListAPIKeys(w http.ResponseWriter, r *http.Request) error {
-	limit, offset, err := listParams(r)
-	if err != nil {
-		return err
-	}
-	keys, total, err := s.deps.Accounts.ListAPIKeys(r.Context(), principal(r).TenantID, limit, offset)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, listBody("api_keys", keys, total, limit, offset))
-	return nil
+	return writeList(w, r, "api_keys", s.deps.Accounts.ListAPIKeys)
 }
 
 func (s *Server) handleRevokeAPIKey(w http.ResponseWriter, r *http.Request) error {

@@ -34,16 +34,7 @@ func (s *Server) handleCreateAgent(w http.ResponseWriter, r *http.Request) error
 }
 
 func (s *Server) handleListAgents(w http.ResponseWriter, r *http.Request) error {
-	limit, offset, err := listParams(r)
-	if err != nil {
-		return err
-	}
-	items, total, err := s.deps.Agents.ListJSON(r.Context(), principal(r).TenantID, limit, offset)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, listBody("agents", items, total, limit, offset))
-	return nil
+	return writeList(w, r, "agents", s.deps.Agents.ListJSON)
 }
 
 // handleGetAgent serves the JSON the agents service rendered when the agent was last

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -337,6 +338,22 @@ func intParam(r *http.Request, name string, def, min, max int) (int, error) {
 		return 0, errs.Invalid(map[string]string{name: fmt.Sprintf("must be an integer from %d to %d", min, max)})
 	}
 	return n, nil
+}
+
+// writeList answers a list route: it reads limit and offset, runs list for the caller's
+// tenant, and writes the envelope under name.
+func writeList[T any](w http.ResponseWriter, r *http.Request, name string,
+	list func(ctx context.Context, tenantID string, limit, offset int) ([]T, int, error)) error {
+	limit, offset, err := listParams(r)
+	if err != nil {
+		return err
+	}
+	items, total, err := list(r.Context(), principal(r).TenantID, limit, offset)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, listBody(name, items, total, limit, offset))
+	return nil
 }
 
 // listBody is the list envelope: {"<plural>": [...], "total", "limit", "offset", "has_more"}.

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -62,16 +63,7 @@ func (s *Server) handleCreateKB(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) handleListKBs(w http.ResponseWriter, r *http.Request) error {
-	limit, offset, err := listParams(r)
-	if err != nil {
-		return err
-	}
-	items, total, err := s.deps.Knowledge.ListKBs(r.Context(), principal(r).TenantID, limit, offset)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, listBody("knowledge_bases", items, total, limit, offset))
-	return nil
+	return writeList(w, r, "knowledge_bases", s.deps.Knowledge.ListKBs)
 }
 
 // kbWithSources is GET /v1/knowledge-base/{id}: the KB and all its sources ([] when none).
@@ -124,16 +116,10 @@ func (s *Server) handleDeleteKB(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) handleListSources(w http.ResponseWriter, r *http.Request) error {
-	limit, offset, err := listParams(r)
-	if err != nil {
-		return err
-	}
-	items, total, err := s.deps.Knowledge.ListSources(r.Context(), principal(r).TenantID, r.PathValue("id"), limit, offset)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, listBody("sources", items, total, limit, offset))
-	return nil
+	kbID := r.PathValue("id")
+	return writeList(w, r, "sources", func(ctx context.Context, tenantID string, limit, offset int) ([]knowledge.Source, int, error) {
+		return s.deps.Knowledge.ListSources(ctx, tenantID, kbID, limit, offset)
+	})
 }
 
 func (s *Server) handleGetSource(w http.ResponseWriter, r *http.Request) error {
