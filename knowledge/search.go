@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgvector/pgvector-go"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/parleyhq/parley/internal/errs"
 )
@@ -118,64 +119,25 @@ func (s *Service) search(ctx context.Context, tenantID string, kbIDs []string, q
 		byEmb[kb.embedderID] = append(byEmb[kb.embedderID], kb)
 		byLang[kb.lang] = append(byLang[kb.lang], kb.id)
 	}
-	batch := &pgx.Batch{}
-	batch.Queue(`BEGIN READ ONLY`)
-	batch.Queue(`SET LOCAL hnsw.ef_search = ` + strconv.Itoa(max(s.cfg.EFSearch, n)))
-	// Iterative index scans (pgvector 0.8) keep walking the graph until enough rows pass
-	// the tenant/KB filter, so a small KB inside a large table still gets its top k.
-	batch.Queue(`SET LOCAL hnsw.iterative_scan = relaxed_order`)
-	var vecQueries, textQueries int
+	// The two retrievers run at once on two connections, so hybrid latency is the slower
+	// of the two rather than their sum.
+	var vecLists, textLists [][]hit
+	g, gctx := errgroup.WithContext(ctx)
 	if q.Mode != ModeText {
-		for embID, group := range byEmb {
-			emb, err := s.embedder(group[0].spec)
-			if err != nil {
-				return nil, err
-			}
-			vecs, err := emb.Embed(ctx, []string{q.Query})
-			if err != nil {
-				return nil, fmt.Errorf("knowledge: embed query: %w", err)
-			}
-			ids := make([]string, len(group))
-			for i, kb := range group {
-				ids[i] = kb.id
-			}
-			batch.Queue(vectorSQL(group[0].dim), pgvector.NewVector(vecs[0]), tenantID, ids, embID, n)
-			vecQueries++
-		}
+		g.Go(func() (err error) {
+			vecLists, err = s.vectorSearch(gctx, tenantID, byEmb, q.Query, n)
+			return err
+		})
 	}
 	if q.Mode != ModeVector {
-		for lang, ids := range byLang {
-			batch.Queue(textSQL, lang, q.Query, tenantID, ids, n)
-			textQueries++
-		}
+		g.Go(func() (err error) {
+			textLists, err = s.textSearch(gctx, tenantID, byLang, q.Query, n)
+			return err
+		})
 	}
-	batch.Queue(`COMMIT`)
-	br := s.pool.SendBatch(ctx, batch)
-	defer br.Close()
-	for range 3 {
-		if _, err := br.Exec(); err != nil {
-			return nil, fmt.Errorf("knowledge: search: %w", err)
-		}
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
-	var vecLists, textLists [][]hit
-	for range vecQueries {
-		l, err := readHits(br)
-		if err != nil {
-			return nil, fmt.Errorf("knowledge: vector search: %w", err)
-		}
-		vecLists = append(vecLists, l)
-	}
-	for range textQueries {
-		l, err := readHits(br)
-		if err != nil {
-			return nil, fmt.Errorf("knowledge: text search: %w", err)
-		}
-		textLists = append(textLists, l)
-	}
-	if _, err := br.Exec(); err != nil {
-		return nil, fmt.Errorf("knowledge: search: %w", err)
-	}
-	br.Close()
 
 	vec := mergeByScore(vecLists)
 	txt := mergeByScore(textLists)
@@ -201,6 +163,70 @@ func (s *Service) search(ctx context.Context, tenantID string, kbIDs []string, q
 		results = mmr(results, embs, q.MMRLambda, q.TopK)
 	}
 	return results, nil
+}
+
+// vectorSearch runs one nearest-neighbour query per embedder group in one round trip.
+func (s *Service) vectorSearch(ctx context.Context, tenantID string, byEmb map[string][]kbInfo, query string, n int) ([][]hit, error) {
+	batch := &pgx.Batch{}
+	batch.Queue(`BEGIN READ ONLY`)
+	batch.Queue(`SET LOCAL hnsw.ef_search = ` + strconv.Itoa(max(s.cfg.EFSearch, n)))
+	// Iterative index scans (pgvector 0.8) keep walking the graph until enough rows pass
+	// the tenant/KB filter, so a small KB inside a large table still gets its top k.
+	batch.Queue(`SET LOCAL hnsw.iterative_scan = relaxed_order`)
+	for embID, group := range byEmb {
+		emb, err := s.embedder(group[0].spec)
+		if err != nil {
+			return nil, err
+		}
+		vecs, err := emb.Embed(ctx, []string{query})
+		if err != nil {
+			return nil, fmt.Errorf("knowledge: embed query: %w", err)
+		}
+		ids := make([]string, len(group))
+		for i, kb := range group {
+			ids[i] = kb.id
+		}
+		batch.Queue(vectorSQL(group[0].dim), pgvector.NewVector(vecs[0]), tenantID, ids, embID, n)
+	}
+	batch.Queue(`COMMIT`)
+	br := s.pool.SendBatch(ctx, batch)
+	defer br.Close()
+	for range 3 {
+		if _, err := br.Exec(); err != nil {
+			return nil, fmt.Errorf("knowledge: vector search: %w", err)
+		}
+	}
+	lists := make([][]hit, 0, len(byEmb))
+	for range byEmb {
+		l, err := readHits(br)
+		if err != nil {
+			return nil, fmt.Errorf("knowledge: vector search: %w", err)
+		}
+		lists = append(lists, l)
+	}
+	if _, err := br.Exec(); err != nil {
+		return nil, fmt.Errorf("knowledge: vector search: %w", err)
+	}
+	return lists, br.Close()
+}
+
+// textSearch runs one full-text query per language group in one round trip.
+func (s *Service) textSearch(ctx context.Context, tenantID string, byLang map[string][]string, query string, n int) ([][]hit, error) {
+	batch := &pgx.Batch{}
+	for lang, ids := range byLang {
+		batch.Queue(textSQL, lang, query, tenantID, ids, n)
+	}
+	br := s.pool.SendBatch(ctx, batch)
+	defer br.Close()
+	lists := make([][]hit, 0, len(byLang))
+	for range byLang {
+		l, err := readHits(br)
+		if err != nil {
+			return nil, fmt.Errorf("knowledge: text search: %w", err)
+		}
+		lists = append(lists, l)
+	}
+	return lists, br.Close()
 }
 
 // vectorSQL is the nearest-neighbour query for one vector size. Its ORDER BY expression
