@@ -339,6 +339,7 @@ func fuse(mode string, vec, txt []hit, vecWeight float64) []ranked {
 		}
 	}
 	if mode == ModeHybrid {
+		vecWeight *= agreement(vec, txt)
 		for _, r := range order {
 			if r.vecRank > 0 {
 				r.score += vecWeight / float64(rrfK+r.vecRank)
@@ -359,6 +360,31 @@ func fuse(mode string, vec, txt []hit, vecWeight float64) []ranked {
 		return out[i].id < out[j].id
 	})
 	return out
+}
+
+// agreement scales the vector vote by how much the two retrievers agree on this query:
+// the share of the smaller candidate list that the other list also found, floored at a
+// quarter. When the vector ranking shares nothing with a confident text ranking it is
+// most likely noise (the lexical local embedder among many distractors), and RRF with
+// k = 60 compresses the text ranks so much that even a light vote would reorder them;
+// when they agree, the vector ranking corroborates and breaks ties. On the labelled set
+// of bench/kbbench it lifted hybrid MRR@10 from 0.69 to 0.75 at 100k chunks (text alone:
+// 0.78) and above text alone at 7.5k chunks (0.885 vs 0.860).
+func agreement(vec, txt []hit) float64 {
+	if len(vec) == 0 || len(txt) == 0 {
+		return 1
+	}
+	in := make(map[int64]bool, len(txt))
+	for _, h := range txt {
+		in[h.id] = true
+	}
+	shared := 0
+	for _, h := range vec {
+		if in[h.id] {
+			shared++
+		}
+	}
+	return max(0.25, float64(shared)/float64(min(len(vec), len(txt))))
 }
 
 // loadChunks fetches the texts (and, for MMR, the vectors) of ranked chunks, in order.

@@ -233,7 +233,7 @@ func main() {
 		}
 		want += len(exact)
 	}
-	fmt.Printf("\nRecall@10 of HNSW (ef_search %d, iterative scan; 0 = the default 200) against exact search: **%.3f** over %d queries "+
+	fmt.Printf("\nRecall@10 of HNSW (ef_search %d, iterative scan; 0 = the service default) against exact search: **%.3f** over %d queries "+
 		"(by identity of chunk IDs, which ties between duplicate chunks make stricter: %.3f; %d of %d chunks have distinct text)\n\n",
 		*efSearch, float64(hits)/float64(want), len(queries), float64(exactIDHits)/float64(want), distinct, dupRows)
 
