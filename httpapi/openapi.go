@@ -3,7 +3,6 @@ package httpapi
 import (
 	"encoding/json"
 	"net/http"
-	"reflect"
 	"regexp"
 	"sort"
 	"strings"
@@ -183,9 +182,6 @@ func reflectSchema(refl *jsonschema.Reflector, v any, schemas map[string]any) an
 	delete(m, "$defs")
 	delete(m, "$schema")
 	delete(m, "$id")
-	if t := reflect.TypeOf(v); t.Kind() == reflect.Slice || t.Kind() == reflect.Map {
-		return m
-	}
 	return m
 }
 

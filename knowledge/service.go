@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"time"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
@@ -405,5 +404,3 @@ func (s *Service) insertJob(ctx context.Context, tx pgx.Tx, args river.JobArgs) 
 	}
 	return s.jobs.InsertTx(ctx, tx, args, nil)
 }
-
-func now() time.Time { return time.Now().UTC() }

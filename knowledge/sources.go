@@ -135,11 +135,11 @@ func (s *Service) AddSource(ctx context.Context, tenantID, kbID string, in Sourc
 		if tag.RowsAffected() == 0 {
 			// Identical content is already here: hand back that source, re-queueing it if
 			// its last ingestion failed.
-			if err := tx.QueryRow(ctx, `SELECT id FROM kb_sources WHERE kb_id = $1 AND content_hash = $2`, kbID, sum[:]).Scan(&id); err != nil {
+			var status string
+			if err := tx.QueryRow(ctx, `SELECT id, status FROM kb_sources WHERE kb_id = $1 AND content_hash = $2`,
+				kbID, sum[:]).Scan(&id, &status); err != nil {
 				return err
 			}
-			var status string
-			tx.QueryRow(ctx, `SELECT status FROM kb_sources WHERE id = $1`, id).Scan(&status)
 			if status != StatusError {
 				src.ID = id
 				return nil
