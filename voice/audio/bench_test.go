@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	lkopus "github.com/livekit/media-sdk/opus"
+	"github.com/livekit/protocol/logger"
 )
 
 // reportPerAudioSecond reports a benchmark whose every iteration processes d of audio
@@ -72,7 +75,12 @@ func BenchmarkG711(b *testing.B) {
 	}
 }
 
-// BenchmarkOpus encodes and decodes real speech at 48 kHz, 20 ms per packet.
+// BenchmarkOpus encodes and decodes real speech at 48 kHz, 20 ms per packet. The
+// encoder runs with the default OpusEncoderConfig ("encode/default"), at every
+// complexity from 0 to 10 with the default bitrate, and as LiveKit's media SDK sets it
+// up ("encode/livekit-sdk": libopus' defaults, which OpusEncoder replaced), so that one
+// run on one machine shows what the complexity knob buys. Encoding is the engine's
+// costliest per-call audio stage: every call encodes its agent's voice.
 func BenchmarkOpus(b *testing.B) {
 	speech := speech16k(b)
 	var up collect
@@ -95,21 +103,46 @@ func BenchmarkOpus(b *testing.B) {
 	}
 	_ = enc.WriteFrame(Frame{Samples: pcm, Rate: OpusRate})
 
-	b.Run("encode", func(b *testing.B) {
-		e, err := NewOpusEncoder(func([]byte) error { return nil })
-		if err != nil {
-			b.Fatal(err)
-		}
+	// encode feeds the clip to w one 20 ms frame per iteration, looping over it.
+	encode := func(b *testing.B, w Writer) {
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
 			f := pcm[i*OpusFrameSamples : (i+1)*OpusFrameSamples]
-			if err := e.WriteFrame(Frame{Samples: f, Rate: OpusRate}); err != nil {
+			if err := w.WriteFrame(Frame{Samples: f, Rate: OpusRate}); err != nil {
 				b.Fatal(err)
 			}
 			i = (i + 1) % frames
 		}
 		reportPerAudioSecond(b, OpusFrameDuration)
+	}
+	nop := func([]byte) error { return nil }
+	b.Run("encode/default", func(b *testing.B) {
+		e, err := NewOpusEncoder(nop)
+		if err != nil {
+			b.Fatal(err)
+		}
+		encode(b, e)
+	})
+	for c := 0; c <= 10; c++ {
+		b.Run(fmt.Sprintf("encode/complexity=%d", c), func(b *testing.B) {
+			cfg := OpusEncoderConfig{Complexity: c}
+			if c == 0 {
+				cfg.Complexity = -1 // zero would select the default
+			}
+			e, err := NewOpusEncoderConfig(cfg, nop)
+			if err != nil {
+				b.Fatal(err)
+			}
+			encode(b, e)
+		})
+	}
+	b.Run("encode/livekit-sdk", func(b *testing.B) {
+		e, err := lkopus.Encode(lkPacketSink{}, 1, logger.GetDiscardLogger())
+		if err != nil {
+			b.Fatal(err)
+		}
+		encode(b, WriterFunc(func(f Frame) error { return e.WriteSample(f.Samples) }))
 	})
 	b.Run("decode", func(b *testing.B) {
 		d, err := NewOpusDecoder(discard)
@@ -127,6 +160,14 @@ func BenchmarkOpus(b *testing.B) {
 		reportPerAudioSecond(b, OpusFrameDuration)
 	})
 }
+
+// lkPacketSink discards the packets of the media SDK's encoder.
+type lkPacketSink struct{}
+
+func (lkPacketSink) String() string                  { return "discard" }
+func (lkPacketSink) SampleRate() int                 { return OpusRate }
+func (lkPacketSink) WriteSample(lkopus.Sample) error { return nil }
+func (lkPacketSink) Close() error                    { return nil }
 
 // TestSteadyStateAllocs checks that the per-frame paths allocate nothing once warm:
 // the engine runs them 50 times a second for every call. Not parallel: AllocsPerRun

@@ -1,240 +1,77 @@
 package stt
 
-// HTTP plumbing shared by this package's adapters: the default client, the doer that
-// remembers Retry-After, and the retry policy. llm, stt and tts each carry a copy of
-// this file (they differ in their timeout sentinel, and stt and tts add websocket
-// helpers): the three packages have no shared parent of their own, and the code is small.
+// The HTTP plumbing of this package's adapters (default client, Retry-After capture,
+// retry policy) lives in voice/internal/providerhttp, shared with llm and tts. What stays
+// here is stt's own part of it, the errors its retry policy always retries, and thin
+// wrappers under the unexported names the adapters are written against (attemptInfo with
+// its lowercase fields, retryPolicy, recordingDoer, sleepCtx). New code may as well
+// use providerhttp directly.
 
 import (
-	"bytes"
 	"context"
-	"crypto/tls"
-	"errors"
-	"io"
-	"math/rand/v2"
-	"net"
 	"net/http"
-	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"time"
 
-	"github.com/coder/websocket"
-	openai "github.com/sashabaranov/go-openai"
+	"github.com/parleyhq/parley/voice/internal/providerhttp"
 )
 
-// defaultHTTPClient is used when a config names no client. It has no overall Timeout,
-// because that would cut off an answer that is still streaming; instead every phase that
-// can hang before the first byte is bounded: dialing (10 s), the TLS handshake (10 s) and
-// the wait for response headers (30 s, long enough for a transcription server that only
-// answers once it has finished). Timeouts after that are the adapters' own.
-var defaultHTTPClient = sync.OnceValue(func() *http.Client {
-	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-	return &http.Client{Transport: &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           dialer.DialContext,
-		ForceAttemptHTTP2:     true,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: 30 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		MaxIdleConns:          100,
-		MaxIdleConnsPerHost:   16,
-		IdleConnTimeout:       90 * time.Second,
-	}}
-})
+// defaultHTTPClient is used when a config names no client: see providerhttp.NewClient.
+// The package keeps its own, so its connection pool is its own.
+var defaultHTTPClient = sync.OnceValue(providerhttp.NewClient)
 
-// maxErrorBody bounds how much of an error response we keep for the error message.
-const maxErrorBody = 64 << 10
+// transientErrs are stt's errors that are always worth another attempt: an attempt cut
+// off by its own timeout (a slow server or connection may do better the next time).
+var transientErrs = []error{errAttemptTimeout}
 
-// attemptInfo records what the server said about a failed attempt that go-openai's error
-// types do not carry: the status and the Retry-After header.
+// retryPolicy is providerhttp.Policy with stt's transient errors.
+type retryPolicy struct {
+	maxRetries    int
+	maxRetryAfter time.Duration
+}
+
+func (p retryPolicy) next(failures int, err error, info *attemptInfo) (time.Duration, bool) {
+	pp := providerhttp.Policy{MaxRetries: p.maxRetries, MaxRetryAfter: p.maxRetryAfter, Transient: transientErrs}
+	return pp.Next(failures, err, info.attempt())
+}
+
+// attemptInfo is a providerhttp.Attempt that recordingDoer fills (see withAttemptInfo).
 type attemptInfo struct {
 	status        int
 	retryAfter    time.Duration
 	hasRetryAfter bool
 }
 
-type attemptKey struct{}
+func (i *attemptInfo) RecordAttempt(a providerhttp.Attempt) {
+	i.status, i.retryAfter, i.hasRetryAfter = a.Status, a.RetryAfter, a.HasRetryAfter
+}
+
+func (i *attemptInfo) attempt() providerhttp.Attempt {
+	if i == nil {
+		return providerhttp.Attempt{}
+	}
+	return providerhttp.Attempt{Status: i.status, RetryAfter: i.retryAfter, HasRetryAfter: i.hasRetryAfter}
+}
 
 // withAttemptInfo returns a context under which recordingDoer fills info.
 func withAttemptInfo(ctx context.Context, info *attemptInfo) context.Context {
-	return context.WithValue(ctx, attemptKey{}, info)
-}
-
-// recordingDoer wraps the caller's client for go-openai. On an error status it records the
-// status and Retry-After into the request's attemptInfo, and it buffers and closes the
-// error body: go-openai reads error bodies on its streaming and raw paths but never closes
-// them, which would pin the connection.
-type recordingDoer struct{ c *http.Client }
-
-func (d recordingDoer) Do(req *http.Request) (*http.Response, error) {
-	resp, err := d.c.Do(req)
-	if err != nil || resp.StatusCode < http.StatusBadRequest {
-		return resp, err
-	}
-	if info, ok := req.Context().Value(attemptKey{}).(*attemptInfo); ok {
-		info.status = resp.StatusCode
-		info.retryAfter, info.hasRetryAfter = parseRetryAfter(resp.Header, time.Now())
-	}
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	resp.Body.Close()
-	resp.Body = io.NopCloser(bytes.NewReader(body))
-	return resp, nil
-}
-
-// parseRetryAfter reads Retry-After (delta-seconds or an HTTP date) and OpenAI's more
-// precise retry-after-ms, preferring the latter.
-func parseRetryAfter(h http.Header, now time.Time) (time.Duration, bool) {
-	if v := strings.TrimSpace(h.Get("Retry-After-Ms")); v != "" {
-		if ms, err := strconv.ParseFloat(v, 64); err == nil && ms >= 0 {
-			return time.Duration(ms * float64(time.Millisecond)), true
-		}
-	}
-	v := strings.TrimSpace(h.Get("Retry-After"))
-	if v == "" {
-		return 0, false
-	}
-	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
-		return time.Duration(s) * time.Second, true
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(t.Sub(now), 0), true
-	}
-	return 0, false
-}
-
-// retryPolicy decides whether a failed attempt may be tried again. Adapters only consult
-// it before any output reached the caller: a retry after that would repeat words.
-type retryPolicy struct {
-	// maxRetries is how many retries follow the first attempt.
-	maxRetries int
-	// maxRetryAfter is the longest Retry-After we are willing to wait. In a live call a
-	// longer wait is worse than failing (and letting a fallback provider answer).
-	maxRetryAfter time.Duration
-}
-
-// Backoff between retries when the server gives no Retry-After: 250 ms doubling to at
-// most 2 s, with jitter so that many calls hit by the same outage do not retry in step.
-const (
-	backoffBase = 250 * time.Millisecond
-	backoffCap  = 2 * time.Second
-)
-
-// next reports how long to wait before retrying after the failures-th failed attempt
-// (counting from 1), or false if err is final.
-func (p retryPolicy) next(failures int, err error, info *attemptInfo) (time.Duration, bool) {
-	if failures > p.maxRetries || !retryable(err, info) {
-		return 0, false
-	}
-	if info != nil && info.hasRetryAfter {
-		if info.retryAfter > p.maxRetryAfter {
-			return 0, false
-		}
-		return info.retryAfter, true
-	}
-	d := backoffBase << (failures - 1)
-	if d <= 0 || d > backoffCap {
-		d = backoffCap
-	}
-	return d/2 + rand.N(d/2+1), true
-}
-
-// retryable says whether err is worth another attempt: overload and server errors,
-// dropped connections and our own attempt timeout are; client errors (bad key, bad
-// request, unknown model) are not.
-func retryable(err error, info *attemptInfo) bool {
-	if errors.Is(err, errAttemptTimeout) {
-		return true
-	}
-	status := 0
-	if info != nil {
-		status = info.status
-	}
-	var apiErr *openai.APIError
-	var reqErr *openai.RequestError
-	switch {
-	case errors.As(err, &apiErr) && apiErr.HTTPStatusCode != 0:
-		status = apiErr.HTTPStatusCode
-	case errors.As(err, &reqErr) && reqErr.HTTPStatusCode != 0:
-		status = reqErr.HTTPStatusCode
-	}
-	if status != 0 {
-		return retryableStatus(status)
-	}
-	if code := websocket.CloseStatus(err); code != -1 {
-		return retryableClose(code)
-	}
-	return transientNetError(err)
-}
-
-// retryableClose says whether a websocket closed with code before any output is worth
-// another attempt: the server going away or asking us to come back later is; a policy
-// violation (ElevenLabs and Deepgram use it for bad keys and bad parameters) is not.
-func retryableClose(code websocket.StatusCode) bool {
-	switch code {
-	case websocket.StatusGoingAway, websocket.StatusAbnormalClosure, websocket.StatusInternalError,
-		websocket.StatusServiceRestart, websocket.StatusTryAgainLater, websocket.StatusBadGateway:
-		return true
-	}
-	return false
+	return providerhttp.WithRecorder(ctx, info)
 }
 
 // handshakeInfo extracts the status and Retry-After of a refused websocket handshake.
 func handshakeInfo(resp *http.Response) *attemptInfo {
-	if resp == nil || resp.StatusCode == http.StatusSwitchingProtocols {
-		return &attemptInfo{}
-	}
-	info := &attemptInfo{status: resp.StatusCode}
-	info.retryAfter, info.hasRetryAfter = parseRetryAfter(resp.Header, time.Now())
+	info := &attemptInfo{}
+	info.RecordAttempt(providerhttp.HandshakeAttempt(resp))
 	return info
 }
 
-func retryableStatus(code int) bool {
-	switch code {
-	case http.StatusRequestTimeout, http.StatusConflict, http.StatusTooEarly,
-		http.StatusTooManyRequests, http.StatusInternalServerError, http.StatusBadGateway,
-		http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		return true
-	}
-	return false
-}
+// recordingDoer is providerhttp.RecordingDoer: it records failed attempts into their
+// attemptInfo and closes error bodies that go-openai would leave open.
+type recordingDoer struct{ c *http.Client }
 
-// transientNetError recognises failures of the connection itself, as opposed to
-// configuration mistakes (bad scheme, bad certificate, unknown host).
-func transientNetError(err error) bool {
-	var certErr *tls.CertificateVerificationError
-	if errors.As(err, &certErr) {
-		return false
-	}
-	var dnsErr *net.DNSError
-	if errors.As(err, &dnsErr) {
-		return dnsErr.IsTimeout || dnsErr.IsTemporary
-	}
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) ||
-		errors.Is(err, syscall.EPIPE) {
-		return true
-	}
-	var opErr *net.OpError
-	if errors.As(err, &opErr) {
-		return true
-	}
-	var netErr net.Error
-	return errors.As(err, &netErr) && netErr.Timeout()
+func (d recordingDoer) Do(req *http.Request) (*http.Response, error) {
+	return providerhttp.RecordingDoer{Client: d.c}.Do(req)
 }
 
 // sleepCtx waits d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+var sleepCtx = providerhttp.Sleep

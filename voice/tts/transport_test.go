@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 )
 
-// The HTTP half of this file's twin is tested in voice/llm; here, what tts adds.
+// The shared retry policy is tested in voice/internal/providerhttp; here, what tts adds
+// (its empty-answer and first-byte errors) and how its own errors classify.
 func TestRetryableWebsocketAndEmptyAnswers(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -23,12 +25,14 @@ func TestRetryableWebsocketAndEmptyAnswers(t *testing.T) {
 		{"handshake 429", errors.New("refused"), &attemptInfo{status: 429}, true},
 		{"handshake 403", errors.New("refused"), &attemptInfo{status: 403}, false},
 		{"no audio", ErrNoAudio, nil, true},
+		{"first byte timeout", fmt.Errorf("open: %w", ErrFirstByteTimeout), nil, true},
 		{"server message", &ElevenLabsError{Message: "quota exceeded"}, nil, false},
 	}
+	p := retryPolicy{maxRetries: 1, maxRetryAfter: time.Second}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			if got := retryable(tt.err, tt.info); got != tt.want {
+			if _, got := p.next(1, tt.err, tt.info); got != tt.want {
 				t.Errorf("retryable = %v", got)
 			}
 		})
