@@ -175,7 +175,7 @@ func (e *kbEnv) counts(tenantID string) kbCounts {
 		(SELECT count(*) FROM kb_sources WHERE tenant_id = $1),
 		(SELECT count(*) FROM kb_source_blobs WHERE tenant_id = $1),
 		(SELECT count(*) FROM kb_chunks WHERE tenant_id = $1),
-		(SELECT count(*) FROM river_job WHERE args->>'tenant_id' = $1)`, tenantID).
+		(SELECT count(*) FROM river_job WHERE kind = 'knowledge.ingest' AND args->>'tenant_id' = $1)`, tenantID).
 		Scan(&c.KBs, &c.Sources, &c.Blobs, &c.Chunks, &c.Jobs)
 	if err != nil {
 		e.t.Fatal(err)

@@ -128,7 +128,10 @@ func (s *Service) ingest(ctx context.Context, a ingestArgs) error {
 	if err != nil {
 		return permanentError{msg: "embedder: " + err.Error()}
 	}
-	if _, err := s.pool.Exec(ctx, `DELETE FROM kb_chunks WHERE tenant_id = $1 AND source_id = $2`, a.TenantID, a.SourceID); err != nil {
+	if err := s.ensurePartition(ctx, t.kbID); err != nil {
+		return err
+	}
+	if _, err := s.pool.Exec(ctx, `DELETE FROM kb_chunks WHERE tenant_id = $1 AND kb_id = $2 AND source_id = $3`, a.TenantID, t.kbID, a.SourceID); err != nil {
 		return err
 	}
 	if _, err := s.pool.Exec(ctx, `UPDATE kb_sources SET chunks_total = $3, format = $4 WHERE tenant_id = $1 AND id = $2`,
@@ -141,11 +144,20 @@ func (s *Service) ingest(ctx context.Context, a ingestArgs) error {
 			return err
 		}
 	}
-	_, err = s.pool.Exec(ctx, `WITH done AS (
-			UPDATE kb_sources SET status = 'ready', error = '', chunk_count = $3, chunks_done = $3, updated_at = now()
-			WHERE tenant_id = $1 AND id = $2)
-		DELETE FROM kb_source_blobs WHERE source_id = $2`, a.TenantID, a.SourceID, len(chunks))
-	return err
+	// The source is ready, and its KB's index job is asked for in the same transaction
+	// (index.go: the job waits for the KB's load to go quiet, so one build serves the
+	// whole load; while one is queued or running, this request folds into it).
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `WITH done AS (
+				UPDATE kb_sources SET status = 'ready', error = '', chunk_count = $3, chunks_done = $3, updated_at = now()
+				WHERE tenant_id = $1 AND id = $2)
+			DELETE FROM kb_source_blobs WHERE source_id = $2`, a.TenantID, a.SourceID, len(chunks))
+		if err != nil {
+			return err
+		}
+		_, err = s.insertJob(ctx, tx, indexArgs{TenantID: a.TenantID, KBID: t.kbID})
+		return err
+	})
 }
 
 // embedText is what gets embedded for a chunk: its heading path gives the passage its
@@ -180,6 +192,14 @@ func (s *Service) storeBatch(ctx context.Context, a ingestArgs, t ingestTarget, 
 	defer conn.Release()
 	conn.Conn().TypeMap().RegisterType(regconfigType)
 	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		// The batch commits without waiting for its WAL flush. That is safe here: if the
+		// server crashes before the flush, the job has not completed either (River records
+		// completion in a later, synchronous commit, and WAL is flushed in order), so it
+		// runs again and its first step deletes whatever of this source survived. It saves
+		// one fsync per batch, which on a slow disk is most of a batch's time.
+		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+			return err
+		}
 		rows := make([][]any, len(batch))
 		for i, c := range batch {
 			hp := c.HeadingPath
@@ -318,7 +338,11 @@ func (w *reembedWorker) Work(ctx context.Context, job *river.Job[reembedArgs]) e
 		if len(idsBatch) == 0 {
 			_, err := s.pool.Exec(ctx, `UPDATE knowledge_bases SET status = 'ready', reembed_done = reembed_total, updated_at = now()
 				WHERE tenant_id = $1 AND id = $2 AND embedder_id = $3`, a.TenantID, a.KBID, a.EmbedderID)
-			return err
+			if err != nil {
+				return err
+			}
+			// The vectors changed: the index for the old model goes, one for the new is built.
+			return s.requestIndex(ctx, a.TenantID, a.KBID)
 		}
 		vecs, err := emb.Embed(ctx, texts)
 		if err != nil {

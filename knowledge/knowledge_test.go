@@ -35,6 +35,12 @@ type env struct {
 // newEnv is a knowledge service on a fresh database with a real River worker.
 func newEnv(t *testing.T, allowPrivate bool) *env {
 	t.Helper()
+	return newEnvConfig(t, allowPrivate, knowledge.Config{})
+}
+
+// newEnvConfig is newEnv with a service configuration (its Logger is set here).
+func newEnvConfig(t *testing.T, allowPrivate bool, cfg knowledge.Config) *env {
+	t.Helper()
 	ctx := context.Background()
 	pool := dbtest.Pool(t)
 	guard, err := safehttp.New(safehttp.Config{AllowPrivate: allowPrivate})
@@ -43,7 +49,8 @@ func newEnv(t *testing.T, allowPrivate bool) *env {
 	}
 	box, _ := crypt.New(crypt.GenerateKey())
 	log := slog.New(slog.DiscardHandler)
-	svc, err := knowledge.New(pool, knowledge.Config{Logger: log}, box, guard)
+	cfg.Logger = log
+	svc, err := knowledge.New(pool, cfg, box, guard)
 	if err != nil {
 		t.Fatal(err)
 	}

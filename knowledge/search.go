@@ -122,10 +122,11 @@ func (s *Service) search(ctx context.Context, tenantID string, kbIDs []string, q
 	// The two retrievers run at once on two connections, so hybrid latency is the slower
 	// of the two rather than their sum.
 	var vecLists, textLists [][]hit
+	qvecs := map[string]pgvector.Vector{} // the query's vector per embedder
 	g, gctx := errgroup.WithContext(ctx)
 	if q.Mode != ModeText {
 		g.Go(func() (err error) {
-			vecLists, err = s.vectorSearch(gctx, tenantID, byEmb, q.Query, n)
+			vecLists, err = s.vectorSearch(gctx, tenantID, byEmb, q.Query, n, qvecs)
 			return err
 		})
 	}
@@ -147,6 +148,18 @@ func (s *Service) search(ctx context.Context, tenantID string, kbIDs []string, q
 			weight = 1
 		}
 	}
+	if q.Mode == ModeHybrid {
+		weight *= agreement(vec, txt)
+		// Text candidates the graph walk did not return get their exact vector score, so
+		// the vector ranking that fusion sees covers every candidate, not just those HNSW
+		// happened to reach (its recall on lexical vectors is about 0.95, and lower on
+		// short questions).
+		extra, err := s.rescore(ctx, tenantID, byEmb, qvecs, vec, txt)
+		if err != nil {
+			return nil, err
+		}
+		vec = mergeByScore([][]hit{vec, extra})
+	}
 	ranked := fuse(q.Mode, vec, txt, weight)
 	depth := q.TopK
 	if q.MMR {
@@ -155,7 +168,11 @@ func (s *Service) search(ctx context.Context, tenantID string, kbIDs []string, q
 	if len(ranked) > depth {
 		ranked = ranked[:depth]
 	}
-	results, embs, err := s.loadChunks(ctx, tenantID, ranked, q.MMR)
+	kbIDs = kbIDs[:0:0]
+	for _, kb := range kbs {
+		kbIDs = append(kbIDs, kb.id)
+	}
+	results, embs, err := s.loadChunks(ctx, tenantID, kbIDs, ranked, q.MMR)
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +183,8 @@ func (s *Service) search(ctx context.Context, tenantID string, kbIDs []string, q
 }
 
 // vectorSearch runs one nearest-neighbour query per embedder group in one round trip.
-func (s *Service) vectorSearch(ctx context.Context, tenantID string, byEmb map[string][]kbInfo, query string, n int) ([][]hit, error) {
+// It records the query's vector for each embedder in qvecs.
+func (s *Service) vectorSearch(ctx context.Context, tenantID string, byEmb map[string][]kbInfo, query string, n int, qvecs map[string]pgvector.Vector) ([][]hit, error) {
 	batch := &pgx.Batch{}
 	batch.Queue(`BEGIN READ ONLY`)
 	batch.Queue(`SET LOCAL hnsw.ef_search = ` + strconv.Itoa(max(s.cfg.EFSearch, n)))
@@ -186,7 +204,8 @@ func (s *Service) vectorSearch(ctx context.Context, tenantID string, byEmb map[s
 		for i, kb := range group {
 			ids[i] = kb.id
 		}
-		batch.Queue(vectorSQL(group[0].dim), pgvector.NewVector(vecs[0]), tenantID, ids, embID, n)
+		qvecs[embID] = pgvector.NewVector(vecs[0])
+		batch.Queue(vectorSQL(group[0].dim), qvecs[embID], tenantID, ids, embID, n)
 	}
 	batch.Queue(`COMMIT`)
 	br := s.pool.SendBatch(ctx, batch)
@@ -210,11 +229,52 @@ func (s *Service) vectorSearch(ctx context.Context, tenantID string, byEmb map[s
 	return lists, br.Close()
 }
 
+// rescore returns the exact vector similarity of the text candidates missing from the
+// vector candidates, one query per embedder group in one round trip (a primary-key
+// lookup of a few dozen rows).
+func (s *Service) rescore(ctx context.Context, tenantID string, byEmb map[string][]kbInfo, qvecs map[string]pgvector.Vector, vec, txt []hit) ([]hit, error) {
+	seen := make(map[int64]bool, len(vec))
+	for _, h := range vec {
+		seen[h.id] = true
+	}
+	var missing []int64
+	for _, h := range txt {
+		if !seen[h.id] {
+			missing = append(missing, h.id)
+		}
+	}
+	if len(missing) == 0 {
+		return nil, nil
+	}
+	batch := &pgx.Batch{}
+	for embID, group := range byEmb {
+		ids := make([]string, len(group))
+		for i, kb := range group {
+			ids[i] = kb.id
+		}
+		cast := vectorType(group[0].dim)
+		batch.Queue(fmt.Sprintf(`SELECT c.id, 1 - (c.embedding::%[1]s <=> $1::%[1]s) FROM kb_chunks c
+			WHERE c.tenant_id = $2 AND c.kb_id = ANY($3) AND c.id = ANY($4) AND c.dim = %[2]d AND c.embedder_id = $5`, cast, group[0].dim),
+			qvecs[embID], tenantID, ids, missing, embID)
+	}
+	br := s.pool.SendBatch(ctx, batch)
+	defer br.Close()
+	var out []hit
+	for range byEmb {
+		l, err := readHits(br)
+		if err != nil {
+			return nil, fmt.Errorf("knowledge: rescore: %w", err)
+		}
+		out = append(out, l...)
+	}
+	return out, br.Close()
+}
+
 // textSearch runs one full-text query per language group in one round trip.
 func (s *Service) textSearch(ctx context.Context, tenantID string, byLang map[string][]string, query string, n int) ([][]hit, error) {
 	batch := &pgx.Batch{}
 	for lang, ids := range byLang {
-		batch.Queue(textSQL, lang, query, tenantID, ids, n)
+		batch.Queue(textSQL, lang, query, tenantID, ids, n, s.cfg.TextRankLimit)
 	}
 	br := s.pool.SendBatch(ctx, batch)
 	defer br.Close()
@@ -229,14 +289,12 @@ func (s *Service) textSearch(ctx context.Context, tenantID string, byLang map[st
 	return lists, br.Close()
 }
 
-// vectorSQL is the nearest-neighbour query for one vector size. Its ORDER BY expression
-// and dim predicate match the partial HNSW index for that size, so the planner uses it.
+// vectorSQL is the nearest-neighbour query for one vector size. kb_id = ANY($3) limits it
+// to the KBs' partitions; its ORDER BY expression and dim predicate match a partition's
+// HNSW index (index.go), which the planner uses where one exists. A partition without one
+// (a small KB, or one still being loaded) is scanned and sorted exactly.
 func vectorSQL(dim int) string {
-	typ := "vector"
-	if dim > 2000 {
-		typ = "halfvec"
-	}
-	cast := fmt.Sprintf("%s(%d)", typ, dim)
+	cast := vectorType(dim)
 	return fmt.Sprintf(`SELECT c.id, 1 - (c.embedding::%[1]s <=> $1::%[1]s) FROM kb_chunks c
 		WHERE c.dim = %[2]d AND c.tenant_id = $2 AND c.kb_id = ANY($3) AND c.embedder_id = $4
 		ORDER BY c.embedding::%[1]s <=> $1::%[1]s LIMIT $5`, cast, dim)
@@ -244,34 +302,48 @@ func vectorSQL(dim int) string {
 
 // textSQL ranks chunks by full-text relevance. The question's lexemes come from the
 // KB's text search configuration (stemming, stop words). Requiring every lexeme (AND) is
-// too strict for natural questions, and accepting any one (OR) makes a query with one
-// common word rank most of the KB, which is slow and noisy. So the first branch asks for
-// chunks sharing at least two of the question's lexemes (an OR of pairwise ANDs, which
-// the GIN index answers directly); only when that finds fewer than the candidates wanted
-// does the second branch, single-lexeme matches, run at all (Append under Limit stops
-// pulling from it). ts_rank_cd ranks by cover density, normalised by length (flag 32).
+// too strict for natural questions, and accepting any one (OR) makes a question with one
+// common word rank most of the KB, which is slow and noisy. So matches are taken in tiers
+// of coordination level, each an OR of ANDs that the GIN index answers directly:
+//
+//  1. chunks sharing at least three of the question's lexemes (from its first eight);
+//  2. then chunks sharing two;
+//  3. then, only when those found fewer than the candidates wanted, chunks sharing one.
+//
+// Append under the final LIMIT stops pulling once it has enough, so a later tier often
+// never runs. Within a tier, ts_rank_cd (cover density, normalised by length, flag 32, so
+// below 1) orders the matches; the tier is added to the score, so scores stay comparable
+// across queries merged by mergeByScore. Ranking reads each match's tsvector, so each tier
+// ranks at most $6 matches (TextRankLimit), in table order: tiering is what keeps the
+// answer inside that budget when a question's words are common, since a chunk matching
+// three of them is far rarer than one matching two. (With pairs alone, a common pair
+// filled the budget with arbitrary chunks: on the benchmark, text MRR@10 fell from 0.78
+// to 0.69 when the labelled answers were ingested last instead of first.)
 const textSQL = `WITH lex AS (
-		SELECT DISTINCT l FROM unnest(tsvector_to_array(to_tsvector($1::regconfig, $2))) AS l LIMIT 12),
+		SELECT l, row_number() OVER () AS n FROM (
+			SELECT DISTINCT l FROM unnest(tsvector_to_array(to_tsvector($1::regconfig, $2))) AS l LIMIT 12) d),
 	q AS (SELECT
 		(SELECT string_agg(quote_literal(l), ' | ') FROM lex)::tsquery AS any_q,
 		coalesce((SELECT string_agg('(' || quote_literal(a.l) || ' & ' || quote_literal(b.l) || ')', ' | ')
-			FROM lex a JOIN lex b ON a.l < b.l), (SELECT string_agg(quote_literal(l), ' | ') FROM lex))::tsquery AS pair_q)
-	(SELECT m.id, ts_rank_cd(m.tsv, q.any_q, 32) AS r FROM q, LATERAL (
+			FROM lex a JOIN lex b ON a.l < b.l), (SELECT string_agg(quote_literal(l), ' | ') FROM lex))::tsquery AS pair_q,
+		(SELECT string_agg('(' || quote_literal(a.l) || ' & ' || quote_literal(b.l) || ' & ' || quote_literal(c.l) || ')', ' | ')
+			FROM lex a JOIN lex b ON a.l < b.l JOIN lex c ON b.l < c.l WHERE a.n <= 8 AND b.n <= 8 AND c.n <= 8)::tsquery AS tri_q)
+	(SELECT m.id, 2 + ts_rank_cd(m.tsv, q.any_q, 32) AS r FROM q, LATERAL (
 			SELECT c.id, c.tsv FROM kb_chunks c
-			WHERE c.tenant_id = $3 AND c.kb_id = ANY($4) AND c.tsv @@ q.pair_q LIMIT ` + maxRankedText + `) m
+			WHERE q.tri_q IS NOT NULL AND c.tenant_id = $3 AND c.kb_id = ANY($4) AND c.tsv @@ q.tri_q LIMIT $6) m
 		ORDER BY r DESC, m.id LIMIT $5)
 	UNION ALL
-	(SELECT m.id, ts_rank_cd(m.tsv, q.any_q, 32) / 2 AS r FROM q, LATERAL (
+	(SELECT m.id, 1 + ts_rank_cd(m.tsv, q.any_q, 32) AS r FROM q, LATERAL (
 			SELECT c.id, c.tsv FROM kb_chunks c
-			WHERE c.tenant_id = $3 AND c.kb_id = ANY($4) AND c.tsv @@ q.any_q AND NOT c.tsv @@ q.pair_q LIMIT ` + maxRankedText + `) m
+			WHERE c.tenant_id = $3 AND c.kb_id = ANY($4) AND c.tsv @@ q.pair_q
+				AND (q.tri_q IS NULL OR NOT c.tsv @@ q.tri_q) LIMIT $6) m
+		ORDER BY r DESC, m.id LIMIT $5)
+	UNION ALL
+	(SELECT m.id, ts_rank_cd(m.tsv, q.any_q, 32) AS r FROM q, LATERAL (
+			SELECT c.id, c.tsv FROM kb_chunks c
+			WHERE c.tenant_id = $3 AND c.kb_id = ANY($4) AND c.tsv @@ q.any_q AND NOT c.tsv @@ q.pair_q LIMIT $6) m
 		ORDER BY r DESC, m.id LIMIT $5)
 	LIMIT $5`
-
-// maxRankedText bounds how many matching chunks one text branch ranks. Ranking reads each
-// match's tsvector (often out of line in TOAST), so a question whose word pairs are common
-// in a large KB would otherwise cost tens of milliseconds; beyond a few thousand matches
-// such pairs carry little signal anyway.
-const maxRankedText = "1000"
 
 func readHits(br pgx.BatchResults) ([]hit, error) {
 	rows, err := br.Query()
@@ -339,7 +411,6 @@ func fuse(mode string, vec, txt []hit, vecWeight float64) []ranked {
 		}
 	}
 	if mode == ModeHybrid {
-		vecWeight *= agreement(vec, txt)
 		for _, r := range order {
 			if r.vecRank > 0 {
 				r.score += vecWeight / float64(rrfK+r.vecRank)
@@ -364,12 +435,11 @@ func fuse(mode string, vec, txt []hit, vecWeight float64) []ranked {
 
 // agreement scales the vector vote by how much the two retrievers agree on this query:
 // the share of the smaller candidate list that the other list also found, floored at a
-// quarter. When the vector ranking shares nothing with a confident text ranking it is
-// most likely noise (the lexical local embedder among many distractors), and RRF with
-// k = 60 compresses the text ranks so much that even a light vote would reorder them;
-// when they agree, the vector ranking corroborates and breaks ties. On the labelled set
-// of bench/kbbench it lifted hybrid MRR@10 from 0.69 to 0.75 at 100k chunks (text alone:
-// 0.78) and above text alone at 7.5k chunks (0.885 vs 0.860).
+// quarter. When the graph walk's candidates share nothing with a confident text ranking
+// they are most likely noise (the lexical local embedder among many distractors), and
+// RRF with k = 60 compresses the text ranks so much that even a light vote would reorder
+// them; when they agree, the vector ranking corroborates and breaks ties. It is measured
+// on the HNSW candidates before rescoring adds the text candidates' exact scores.
 func agreement(vec, txt []hit) float64 {
 	if len(vec) == 0 || len(txt) == 0 {
 		return 1
@@ -388,7 +458,7 @@ func agreement(vec, txt []hit) float64 {
 }
 
 // loadChunks fetches the texts (and, for MMR, the vectors) of ranked chunks, in order.
-func (s *Service) loadChunks(ctx context.Context, tenantID string, rs []ranked, withVectors bool) ([]Result, [][]float32, error) {
+func (s *Service) loadChunks(ctx context.Context, tenantID string, kbIDs []string, rs []ranked, withVectors bool) ([]Result, [][]float32, error) {
 	if len(rs) == 0 {
 		return []Result{}, nil, nil
 	}
@@ -402,7 +472,7 @@ func (s *Service) loadChunks(ctx context.Context, tenantID string, rs []ranked, 
 	}
 	rows, err := s.pool.Query(ctx, `SELECT c.id, c.kb_id, c.source_id, src.name, c.heading_path, c.position, c.content, `+vecCol+`
 		FROM kb_chunks c JOIN kb_sources src ON src.id = c.source_id
-		WHERE c.tenant_id = $1 AND c.id = ANY($2)`, tenantID, idList)
+		WHERE c.tenant_id = $1 AND c.kb_id = ANY($3) AND c.id = ANY($2)`, tenantID, idList, kbIDs)
 	if err != nil {
 		return nil, nil, fmt.Errorf("knowledge: load chunks: %w", err)
 	}

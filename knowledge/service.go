@@ -45,6 +45,8 @@ type Service struct {
 
 	embMu     sync.Mutex
 	embedders map[string]embed.Embedder // by spec fingerprint
+
+	partitions sync.Map // KB IDs whose chunk partition is known to exist
 }
 
 // New builds the service. Call AddWorkers before the job client starts, and SetJobs
@@ -67,6 +69,7 @@ func (s *Service) SetJobs(j JobInserter) { s.jobs = j }
 func (s *Service) AddWorkers(w *river.Workers) {
 	river.AddWorker(w, &ingestWorker{s: s})
 	river.AddWorker(w, &reembedWorker{s: s})
+	river.AddWorker(w, &indexWorker{s: s})
 }
 
 // embedder returns (and caches) the embedder for spec; spec.APIKey is the plain key.
@@ -226,6 +229,10 @@ func (s *Service) CreateKB(ctx context.Context, tenantID string, in KBInput) (Kn
 	if err != nil {
 		return KnowledgeBase{}, fmt.Errorf("knowledge: create: %w", err)
 	}
+	if err := s.ensurePartition(ctx, id); err != nil {
+		// The KB exists; ingestion retries the partition, so this is not fatal.
+		s.cfg.Logger.Warn("knowledge: partition not created yet", "kb_id", id, "err", err)
+	}
 	return s.GetKB(ctx, tenantID, id, false)
 }
 
@@ -243,7 +250,7 @@ func (s *Service) sealSpec(spec EmbedderSpec) (EmbedderSpec, error) {
 const kbColumns = `kb.id, kb.name, kb.description, kb.language::text, kb.embedder, kb.embedder_id, kb.dim, kb.status,
 	kb.reembed_done, kb.reembed_total, kb.created_at, kb.updated_at,
 	(SELECT count(*) FROM kb_sources s WHERE s.kb_id = kb.id),
-	(SELECT count(*) FROM kb_chunks c WHERE c.kb_id = kb.id)`
+	(SELECT coalesce(sum(s.chunks_done), 0) FROM kb_sources s WHERE s.kb_id = kb.id)`
 
 func scanKB(row pgx.Row) (KnowledgeBase, error) {
 	var kb KnowledgeBase
@@ -386,8 +393,20 @@ func trimPtr(p *string) *string {
 	return &t
 }
 
-// DeleteKB deletes a knowledge base with its sources and chunks.
+// DeleteKB deletes a knowledge base with its sources and chunks. The chunks go first,
+// by dropping their partition: cascading the KB's deletion to them would delete them
+// row by row.
 func (s *Service) DeleteKB(ctx context.Context, tenantID, id string) error {
+	var exists bool
+	if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM knowledge_bases WHERE tenant_id = $1 AND id = $2)`, tenantID, id).Scan(&exists); err != nil {
+		return fmt.Errorf("knowledge: delete %s: %w", id, err)
+	}
+	if !exists {
+		return fmt.Errorf("knowledge: delete %s: %w", id, ErrNotFound)
+	}
+	if err := s.dropPartition(ctx, id); err != nil {
+		return fmt.Errorf("knowledge: delete %s: %w", id, err)
+	}
 	tag, err := s.pool.Exec(ctx, `DELETE FROM knowledge_bases WHERE tenant_id = $1 AND id = $2`, tenantID, id)
 	if err != nil {
 		return fmt.Errorf("knowledge: delete %s: %w", id, err)

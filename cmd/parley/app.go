@@ -178,6 +178,10 @@ func (a *app) Run(ctx context.Context, onReady func(addr string)) error {
 	if err := a.jobs.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("jobs: %w", err)
 	}
+	// Knowledge bases built by an older local embedder are re-embedded in the background.
+	if _, err := a.know.UpgradeLocalEmbedders(ctx); err != nil {
+		a.log.Warn("knowledge: embedder upgrade", "err", err)
+	}
 	if a.api == nil {
 		if onReady != nil {
 			onReady("")

@@ -30,6 +30,10 @@ const (
 // test in local_test.go fails until it is bumped.
 const localVersion = "hash-v1"
 
+// localCenteredVersion names the model at sizes that have a reference mean
+// (localMeans): the hash-v1 vector, minus the mean direction, renormalised.
+const localCenteredVersion = "hash-v2"
+
 // Local is the built-in embedder: no network, no key, deterministic, pure Go.
 //
 // It is feature hashing ("the hashing trick") of three kinds of features:
@@ -49,6 +53,16 @@ type Local struct {
 	dim int
 	id  string
 	p   localParams
+	// mean is the average hash-v1 vector of a reference corpus at this size, or nil.
+	//
+	// Every hashed text vector shares a large common component: the n-grams of frequent
+	// words ("the", "ing", "ion") land in the same buckets for every text, so two
+	// unrelated chunks have a cosine of 0.13 on average, and every vector sits in one
+	// narrow cone. Subtracting that mean direction (as "all-but-the-top" does for word
+	// embeddings) spreads the vectors out, which is what HNSW's greedy graph walk needs:
+	// at 100k chunks, recall@10 at ef_search 400 went from 0.88 to 0.95 (bench/kbbench).
+	// It also acts as a corpus-wide IDF, damping features every text has.
+	mean []float32
 }
 
 // localParams are the knobs of the local model. They are fields rather than constants
@@ -101,10 +115,14 @@ func NewLocal(dim int) (*Local, error) {
 }
 
 func newLocal(dim int, p localParams) *Local {
+	if mean, ok := localMeans[dim]; ok {
+		return &Local{dim: dim, id: fmt.Sprintf("local:%s:%d", localCenteredVersion, dim), p: p, mean: mean[:]}
+	}
 	return &Local{dim: dim, id: fmt.Sprintf("local:%s:%d", localVersion, dim), p: p}
 }
 
-// ID is "local:hash-v1:<dim>".
+// ID is "local:hash-v2:<dim>" at sizes with a reference mean (384), "local:hash-v1:<dim>"
+// at the others.
 func (l *Local) ID() string { return l.id }
 
 // Dim is the vector size given to NewLocal.
@@ -165,6 +183,11 @@ func (l *Local) embed(s *scratch, text string, v []float32) {
 			v[b] += w
 		} else {
 			v[b] -= w
+		}
+	}
+	if l.mean != nil && normalize(v) {
+		for i, m := range l.mean {
+			v[i] -= m
 		}
 	}
 	if !normalize(v) {

@@ -35,8 +35,9 @@ func TestNewLocal(t *testing.T) {
 		wantID string
 		ok     bool
 	}{
-		{384, "local:hash-v1:384", true},
+		{384, "local:hash-v2:384", true}, // centred (localMeans has 384)
 		{64, "local:hash-v1:64", true},
+		{768, "local:hash-v1:768", true},
 		{4096, "local:hash-v1:4096", true},
 		{63, "", false},
 		{4097, "", false},
@@ -73,23 +74,38 @@ func TestLocalGolden(t *testing.T) {
 	t.Parallel()
 	// The first six non-zero components (index:float32 bits) and the sum of all: exact,
 	// not approximate, since the vectors are meant to be bit-for-bit reproducible.
+	// hash-v1 (uncentred, as at sizes without a reference mean, and the input of
+	// centring) and hash-v2 (centred, the default 384).
 	cases := []struct {
-		name, text, want string
+		model, name, text, want string
 	}{
-		{"sentence", "Refunds are issued within 5 business days.",
+		{"v1", "sentence", "Refunds are issued within 5 business days.",
 			"2:0xbce79cb5 9:0xbce79cb5 11:0x3ce79cb5 12:0x3e071b69 15:0x3e071b69 20:0xbce79cb5 sum:0xbfd7ee15"},
-		{"unicode", "Café Ünïcödé ﬁle — don't PANIC!",
+		{"v1", "unicode", "Café Ünïcödé ﬁle — don't PANIC!",
 			"0:0x3d1a507b 4:0xbd1a507b 14:0x3d9a507b 16:0x3e809866 20:0x3e34088e 24:0x3d9a507b sum:0x3d8834de"},
-		{"cjk", "東京の天気",
+		{"v1", "cjk", "東京の天気",
 			"34:0xbeb88312 51:0x3e81288c 66:0x3eb88312 92:0x3eb88312 136:0x3e81288c 151:0xbe81288c sum:0x3fd43055"},
-		{"chunk", benchChunk,
+		{"v1", "chunk", benchChunk,
 			"1:0xbd040d4a 2:0x3c3a6d1d 3:0x3bba6d1d 4:0x3c3a6d1d 5:0x3c8bd1d6 6:0xbc439e41 sum:0xbde333e1"},
-		{"empty", "", "0:0x3f800000 sum:0x3f800000"},
+		{"v1", "empty", "", "0:0x3f800000 sum:0x3f800000"},
+		{"v2", "sentence", "Refunds are issued within 5 business days.",
+			"0:0x3d087c5a 1:0xbbce48aa 2:0xbce7b259 3:0xbc724ac1 4:0xbba5225e 5:0x3be30376 sum:0xbffcd17f"},
+		{"v2", "unicode", "Café Ünïcödé ﬁle — don't PANIC!",
+			"0:0x3d8da3ca 1:0xbbc985a9 2:0xb925c85a 3:0xbc6cb2f8 4:0xbd2a1c15 5:0x3bddc5f6 sum:0xbe6729ba"},
+		{"v2", "cjk", "東京の天気",
+			"0:0x3cf2cd56 1:0xbbb77c23 2:0xb916f1bc 3:0xbc57836c 4:0xbb92e21d 5:0x3bc9ec6a sum:0x3f99e29d"},
+		{"v2", "chunk", benchChunk,
+			"0:0x3d16cd47 1:0xbd2d9c77 2:0x3c49f274 3:0xbc254493 4:0x3be34c57 5:0x3cd85d27 sum:0xbee69108"},
+		{"v2", "empty", "", "0:0x3f800000 sum:0x3f800000"},
 	}
-	a := newTestLocal(t, DefaultLocalDim)
-	b := newTestLocal(t, DefaultLocalDim) // a second instance: no state may leak into vectors
+	models := map[string][2]*Local{
+		// a second instance of each: no state may leak into vectors
+		"v1": {{dim: DefaultLocalDim, p: defaultLocalParams}, {dim: DefaultLocalDim, p: defaultLocalParams}},
+		"v2": {newTestLocal(t, DefaultLocalDim), newTestLocal(t, DefaultLocalDim)},
+	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
+		a, b := models[tc.model][0], models[tc.model][1]
+		t.Run(tc.model+"/"+tc.name, func(t *testing.T) {
 			t.Parallel()
 			va, vb := embedOne(t, a, tc.text), embedOne(t, b, tc.text)
 			var parts []string
