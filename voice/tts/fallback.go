@@ -23,6 +23,10 @@ type FallbackConfig struct {
 	// OnServe, if set, is called once for every stream Synthesize returns, saying which
 	// provider serves it and why. It runs on the caller's goroutine; keep it short.
 	OnServe func(Served)
+	// SecondaryVoice replaces Request.Voice when the secondary speaks. Voice IDs belong
+	// to one provider ("alloy" means nothing to espeak-ng), so passing the primary's on
+	// would make the fallback fail too. Empty means the secondary's default voice.
+	SecondaryVoice string
 }
 
 const defaultFallbackBudget = 1500 * time.Millisecond
@@ -131,6 +135,7 @@ func (f *Fallback) Synthesize(ctx context.Context, req Request) (Stream, error) 
 		return nil, ctx.Err()
 	}
 	elapsed := time.Since(start)
+	req.Voice = f.cfg.SecondaryVoice
 	s, err := f.secondary.Synthesize(ctx, req)
 	if err != nil {
 		return nil, fmt.Errorf("tts: %s failed, then %s: %w", f.primary.Name(), f.secondary.Name(), errors.Join(cause, err))

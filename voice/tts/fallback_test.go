@@ -116,3 +116,44 @@ func TestFallbackBothFail(t *testing.T) {
 		t.Error("nil providers accepted")
 	}
 }
+
+// recordingProvider fails or serves nothing, and remembers the requests it got; only the
+// routing of Request.Voice is under test here.
+type recordingProvider struct {
+	name string
+	fail error
+	mu   sync.Mutex
+	reqs []Request
+}
+
+func (p *recordingProvider) Name() string    { return p.name }
+func (p *recordingProvider) SampleRate() int { return 16000 }
+func (p *recordingProvider) Synthesize(_ context.Context, req Request) (Stream, error) {
+	p.mu.Lock()
+	p.reqs = append(p.reqs, req)
+	p.mu.Unlock()
+	if p.fail != nil {
+		return nil, p.fail
+	}
+	return nil, ErrNoAudio
+}
+
+// The primary's voice ID never reaches the secondary: voice IDs belong to one provider.
+func TestFallbackSecondaryVoice(t *testing.T) {
+	t.Parallel()
+	for _, want := range []string{"", "en-gb"} {
+		primary := &recordingProvider{name: "openai", fail: errors.New("503")}
+		secondary := &recordingProvider{name: "espeak"}
+		f, err := WithFallback(primary, secondary, FallbackConfig{Budget: time.Second, SecondaryVoice: want})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Synthesize(context.Background(), Request{Text: "Hi.", Voice: "alloy"})
+		if len(primary.reqs) != 1 || primary.reqs[0].Voice != "alloy" {
+			t.Fatalf("primary got %+v", primary.reqs)
+		}
+		if len(secondary.reqs) != 1 || secondary.reqs[0].Voice != want {
+			t.Fatalf("secondary got %+v, want voice %q", secondary.reqs, want)
+		}
+	}
+}
