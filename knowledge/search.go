@@ -132,7 +132,12 @@ func (s *Service) search(ctx context.Context, tenantID string, kbIDs []string, q
 	}
 	if q.Mode != ModeVector {
 		g.Go(func() (err error) {
-			textLists, err = s.textSearch(gctx, tenantID, byLang, q.Query, n)
+			// Text contributes 2k candidates, not 4k: its tiers already put the chunks
+			// sharing the most words first, and every candidate beyond them costs a rank
+			// computation on a detoasted tsvector. On bench/kbbench at 100k chunks this left
+			// MRR@10 unchanged (text 0.752, hybrid 0.787) and cut hybrid p95 from 40.6 to
+			// 33.4 ms (one run each, quiet machine).
+			textLists, err = s.textSearch(gctx, tenantID, byLang, q.Query, max(2*q.TopK, 10))
 			return err
 		})
 	}
