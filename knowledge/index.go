@@ -189,14 +189,23 @@ func (w *indexWorker) Work(ctx context.Context, job *river.Job[indexArgs]) error
 	}
 }
 
-// buildIndex makes sure the KB's partition has a valid HNSW index for its vector size
-// when it holds at least MinIndexedChunks chunks, and no index for any other size.
+// buildIndex refreshes the KB partition's statistics and makes sure it has a valid HNSW
+// index for its vector size when it holds at least MinIndexedChunks chunks, and no index
+// for any other size.
 func (s *Service) buildIndex(ctx context.Context, kbID string, dim int) error {
 	if err := s.ensurePartition(ctx, kbID); err != nil {
 		return err
 	}
 	part, _ := partitionName(kbID)
 	want := hnswIndexName(part, dim)
+
+	// Fresh statistics first: full-text search ranks a question's words by how common
+	// they are in the KB (textSQL reads them from pg_stats), and autovacuum would analyze a
+	// freshly loaded partition only later. It samples, so it takes about half a second at
+	// 100k chunks.
+	if _, err := s.pool.Exec(ctx, `ANALYZE `+part); err != nil {
+		return fmt.Errorf("knowledge: analyze %s: %w", part, err)
+	}
 
 	// Existing HNSW indexes on the partition: keep a valid one for this size, drop the
 	// rest (another size's index after a re-embed, or an invalid leftover of a build that
