@@ -16,6 +16,8 @@ import (
 	"time"
 
 	openai "github.com/sashabaranov/go-openai"
+
+	"github.com/parleyhq/parley/voice/internal/providerhttp"
 )
 
 var (
@@ -124,7 +126,7 @@ func (c OpenAIConfig) validate() error {
 type OpenAI struct {
 	cfg    OpenAIConfig
 	client *openai.Client
-	retry  retryPolicy
+	retry  providerhttp.Policy
 }
 
 var _ Provider = (*OpenAI)(nil)
@@ -137,11 +139,11 @@ func NewOpenAI(cfg OpenAIConfig) (*OpenAI, error) {
 	}
 	oc := openai.DefaultConfig(cfg.APIKey)
 	oc.BaseURL = strings.TrimRight(cfg.BaseURL, "/")
-	oc.HTTPClient = recordingDoer{c: cfg.HTTPClient}
+	oc.HTTPClient = providerhttp.RecordingDoer{Client: cfg.HTTPClient}
 	return &OpenAI{
 		cfg:    cfg,
 		client: openai.NewClientWithConfig(oc),
-		retry:  retryPolicy{maxRetries: cfg.MaxRetries, maxRetryAfter: cfg.MaxRetryAfter},
+		retry:  providerhttp.Policy{MaxRetries: cfg.MaxRetries, MaxRetryAfter: cfg.MaxRetryAfter, Transient: transientErrs},
 	}, nil
 }
 
@@ -164,31 +166,31 @@ func (p *OpenAI) Stream(ctx context.Context, req Request) (Stream, error) {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("llm: %s %s: %w", p.cfg.Name, creq.Model, ctx.Err())
 		}
-		wait, ok := p.retry.next(failures, err, info)
+		wait, ok := p.retry.Next(failures, err, providerhttp.Of(info))
 		if !ok {
 			return nil, p.wrapErr(creq.Model, failures, err, info)
 		}
-		if err := sleepCtx(ctx, wait); err != nil {
+		if err := providerhttp.Sleep(ctx, wait); err != nil {
 			return nil, fmt.Errorf("llm: %s %s: %w", p.cfg.Name, creq.Model, err)
 		}
 	}
 }
 
-func (p *OpenAI) wrapErr(model string, attempts int, err error, info *attemptInfo) error {
+func (p *OpenAI) wrapErr(model string, attempts int, err error, info *providerhttp.Attempt) error {
 	var extra string
 	if attempts > 1 {
 		extra = fmt.Sprintf(" after %d attempts", attempts)
 	}
-	if info != nil && info.hasRetryAfter && info.retryAfter > p.cfg.MaxRetryAfter {
-		extra += fmt.Sprintf(" (server asked to retry after %s, more than %s)", info.retryAfter, p.cfg.MaxRetryAfter)
+	if info != nil && info.HasRetryAfter && info.RetryAfter > p.cfg.MaxRetryAfter {
+		extra += fmt.Sprintf(" (server asked to retry after %s, more than %s)", info.RetryAfter, p.cfg.MaxRetryAfter)
 	}
 	return fmt.Errorf("llm: %s %s%s: %w", p.cfg.Name, model, extra, err)
 }
 
 // open makes one attempt: it sends the request and reads until the first token.
-func (p *OpenAI) open(ctx context.Context, creq openai.ChatCompletionRequest) (*openaiStream, *attemptInfo, error) {
-	info := &attemptInfo{}
-	actx, cancel := context.WithCancelCause(withAttemptInfo(ctx, info))
+func (p *OpenAI) open(ctx context.Context, creq openai.ChatCompletionRequest) (*openaiStream, *providerhttp.Attempt, error) {
+	info := &providerhttp.Attempt{}
+	actx, cancel := context.WithCancelCause(providerhttp.WithRecorder(ctx, info))
 	s := &openaiStream{cancel: cancel, ctx: actx, stallTimeout: p.cfg.StallTimeout}
 	// One watchdog serves both phases: before the first token it enforces
 	// FirstTokenTimeout, after it StallTimeout.

@@ -222,11 +222,11 @@ func TestOpenAIConfigValidation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Name() != "openai" || p.cfg.Model != defaultOpenAIModel || p.cfg.FirstTokenTimeout != defaultFirstTokenTimeout || p.retry.maxRetries != defaultMaxRetries {
+	if p.Name() != "openai" || p.cfg.Model != defaultOpenAIModel || p.cfg.FirstTokenTimeout != defaultFirstTokenTimeout || p.retry.MaxRetries != defaultMaxRetries {
 		t.Errorf("defaults = %+v", p.cfg)
 	}
-	if p, _ := NewOpenAI(OpenAIConfig{MaxRetries: -1}); p.retry.maxRetries != 0 {
-		t.Errorf("MaxRetries -1 gave %d retries", p.retry.maxRetries)
+	if p, _ := NewOpenAI(OpenAIConfig{MaxRetries: -1}); p.retry.MaxRetries != 0 {
+		t.Errorf("MaxRetries -1 gave %d retries", p.retry.MaxRetries)
 	}
 }
 

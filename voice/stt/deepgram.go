@@ -17,6 +17,8 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/parleyhq/parley/voice/audio"
+
+	"github.com/parleyhq/parley/voice/internal/providerhttp"
 )
 
 // ErrBackpressure is returned by a Deepgram stream's WriteFrame when audio cannot be
@@ -141,7 +143,7 @@ func (c DeepgramConfig) validate() error {
 // sent as it comes, interim and final results come back as the caller speaks.
 type Deepgram struct {
 	cfg   DeepgramConfig
-	retry retryPolicy
+	retry providerhttp.Policy
 }
 
 var _ Provider = (*Deepgram)(nil)
@@ -152,7 +154,7 @@ func NewDeepgram(cfg DeepgramConfig) (*Deepgram, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Deepgram{cfg: cfg, retry: retryPolicy{maxRetries: cfg.MaxRetries, maxRetryAfter: cfg.MaxRetryAfter}}, nil
+	return &Deepgram{cfg: cfg, retry: providerhttp.Policy{MaxRetries: cfg.MaxRetries, MaxRetryAfter: cfg.MaxRetryAfter, Transient: transientErrs}}, nil
 }
 
 // Name implements Provider.
@@ -214,12 +216,12 @@ func (p *Deepgram) Stream(ctx context.Context, opts Options) (Stream, error) {
 			cancel(nil)
 			return nil, fmt.Errorf("stt: %s: connect: %w", p.cfg.Name, ctx.Err())
 		}
-		wait, ok := p.retry.next(failures, err, info)
+		wait, ok := p.retry.Next(failures, err, providerhttp.Of(info))
 		if !ok {
 			cancel(nil)
 			return nil, fmt.Errorf("stt: %s: %w", p.cfg.Name, attemptErr("connect", failures, p.cfg.MaxRetryAfter, err, info))
 		}
-		if err := sleepCtx(ctx, wait); err != nil {
+		if err := providerhttp.Sleep(ctx, wait); err != nil {
 			cancel(nil)
 			return nil, fmt.Errorf("stt: %s: connect: %w", p.cfg.Name, err)
 		}
@@ -245,7 +247,7 @@ func (p *Deepgram) Stream(ctx context.Context, opts Options) (Stream, error) {
 	return s, nil
 }
 
-func (p *Deepgram) dial(ctx context.Context, u string) (*websocket.Conn, *attemptInfo, error) {
+func (p *Deepgram) dial(ctx context.Context, u string) (*websocket.Conn, *providerhttp.Attempt, error) {
 	dctx, cancel := context.WithTimeoutCause(ctx, p.cfg.ConnectTimeout, errAttemptTimeout)
 	defer cancel()
 	conn, resp, err := websocket.Dial(dctx, u, &websocket.DialOptions{
@@ -255,9 +257,10 @@ func (p *Deepgram) dial(ctx context.Context, u string) (*websocket.Conn, *attemp
 	if err == nil {
 		return conn, nil, nil
 	}
-	info := handshakeInfo(resp)
-	if info.status != 0 {
-		err = fmt.Errorf("handshake refused with status %d%s: %w", info.status, deepgramErrorDetail(resp), err)
+	hs := providerhttp.HandshakeAttempt(resp)
+	info := &hs
+	if info.Status != 0 {
+		err = fmt.Errorf("handshake refused with status %d%s: %w", info.Status, deepgramErrorDetail(resp), err)
 	}
 	if context.Cause(dctx) == errAttemptTimeout && ctx.Err() == nil {
 		err = fmt.Errorf("%w after %s: %w", errAttemptTimeout, p.cfg.ConnectTimeout, err)

@@ -15,6 +15,8 @@ import (
 	openai "github.com/sashabaranov/go-openai"
 
 	"github.com/parleyhq/parley/voice/audio"
+
+	"github.com/parleyhq/parley/voice/internal/providerhttp"
 )
 
 var (
@@ -159,7 +161,7 @@ func (c OpenAIConfig) validate() error {
 type OpenAI struct {
 	cfg    OpenAIConfig
 	client *openai.Client
-	retry  retryPolicy
+	retry  providerhttp.Policy
 }
 
 var _ Provider = (*OpenAI)(nil)
@@ -172,11 +174,11 @@ func NewOpenAI(cfg OpenAIConfig) (*OpenAI, error) {
 	}
 	oc := openai.DefaultConfig(cfg.APIKey)
 	oc.BaseURL = strings.TrimRight(cfg.BaseURL, "/")
-	oc.HTTPClient = recordingDoer{c: cfg.HTTPClient}
+	oc.HTTPClient = providerhttp.RecordingDoer{Client: cfg.HTTPClient}
 	return &OpenAI{
 		cfg:    cfg,
 		client: openai.NewClientWithConfig(oc),
-		retry:  retryPolicy{maxRetries: cfg.MaxRetries, maxRetryAfter: cfg.MaxRetryAfter},
+		retry:  providerhttp.Policy{MaxRetries: cfg.MaxRetries, MaxRetryAfter: cfg.MaxRetryAfter, Transient: transientErrs},
 	}, nil
 }
 
@@ -380,21 +382,21 @@ func (s *openaiStream) transcribe(t *transcription, samples []int16) {
 			t.err = context.Cause(s.ctx)
 			return
 		}
-		wait, ok := p.retry.next(failures, err, info)
+		wait, ok := p.retry.Next(failures, err, providerhttp.Of(info))
 		if !ok {
 			t.err = attemptErr("transcribe", failures, p.cfg.MaxRetryAfter, err, info)
 			return
 		}
-		if err := sleepCtx(s.ctx, wait); err != nil {
+		if err := providerhttp.Sleep(s.ctx, wait); err != nil {
 			t.err = context.Cause(s.ctx)
 			return
 		}
 	}
 }
 
-func (s *openaiStream) attempt(wav []byte) (string, *attemptInfo, error) {
-	info := &attemptInfo{}
-	actx, cancel := context.WithTimeoutCause(withAttemptInfo(s.ctx, info), s.p.cfg.RequestTimeout, errAttemptTimeout)
+func (s *openaiStream) attempt(wav []byte) (string, *providerhttp.Attempt, error) {
+	info := &providerhttp.Attempt{}
+	actx, cancel := context.WithTimeoutCause(providerhttp.WithRecorder(s.ctx, info), s.p.cfg.RequestTimeout, errAttemptTimeout)
 	defer cancel()
 	resp, err := s.p.client.CreateTranscription(actx, openai.AudioRequest{
 		Model:    s.p.cfg.Model,
@@ -516,12 +518,12 @@ func encodeWAV(samples []int16, rate int) []byte {
 
 // attemptErr describes the final failure of an operation ("transcribe", "connect")
 // that was tried attempts times.
-func attemptErr(op string, attempts int, maxRetryAfter time.Duration, err error, info *attemptInfo) error {
+func attemptErr(op string, attempts int, maxRetryAfter time.Duration, err error, info *providerhttp.Attempt) error {
 	if attempts > 1 {
 		op += fmt.Sprintf(" after %d attempts", attempts)
 	}
-	if info != nil && info.hasRetryAfter && info.retryAfter > maxRetryAfter {
-		op += fmt.Sprintf(" (server asked to retry after %s, more than %s)", info.retryAfter, maxRetryAfter)
+	if info != nil && info.HasRetryAfter && info.RetryAfter > maxRetryAfter {
+		op += fmt.Sprintf(" (server asked to retry after %s, more than %s)", info.RetryAfter, maxRetryAfter)
 	}
 	return fmt.Errorf("%s: %w", op, err)
 }

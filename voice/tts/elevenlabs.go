@@ -19,6 +19,8 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/parleyhq/parley/voice/audio"
+
+	"github.com/parleyhq/parley/voice/internal/providerhttp"
 )
 
 // ElevenLabsConfig configures the ElevenLabs streaming (stream-input websocket) adapter.
@@ -137,7 +139,7 @@ func (c ElevenLabsConfig) validate() error {
 type ElevenLabs struct {
 	cfg   ElevenLabsConfig
 	rate  int
-	retry retryPolicy
+	retry providerhttp.Policy
 }
 
 var _ Provider = (*ElevenLabs)(nil)
@@ -152,7 +154,7 @@ func NewElevenLabs(cfg ElevenLabsConfig) (*ElevenLabs, error) {
 	return &ElevenLabs{
 		cfg:   cfg,
 		rate:  rate,
-		retry: retryPolicy{maxRetries: cfg.MaxRetries, maxRetryAfter: cfg.MaxRetryAfter},
+		retry: providerhttp.Policy{MaxRetries: cfg.MaxRetries, MaxRetryAfter: cfg.MaxRetryAfter, Transient: transientErrs},
 	}, nil
 }
 
@@ -225,11 +227,11 @@ func (p *ElevenLabs) Synthesize(ctx context.Context, req Request) (Stream, error
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("tts: %s: %w", p.cfg.Name, ctx.Err())
 		}
-		wait, ok := p.retry.next(failures, err, info)
+		wait, ok := p.retry.Next(failures, err, providerhttp.Of(info))
 		if !ok {
 			return nil, wrapAttemptErr(p.cfg.Name, failures, p.cfg.MaxRetryAfter, err, info)
 		}
-		if err := sleepCtx(ctx, wait); err != nil {
+		if err := providerhttp.Sleep(ctx, wait); err != nil {
 			return nil, fmt.Errorf("tts: %s: %w", p.cfg.Name, err)
 		}
 	}
@@ -242,11 +244,11 @@ func (p *ElevenLabs) endpoint(voice string) string {
 	return strings.TrimRight(p.cfg.BaseURL, "/") + "/v1/text-to-speech/" + url.PathEscape(voice) + "/stream-input?" + q.Encode()
 }
 
-func (p *ElevenLabs) open(ctx context.Context, voice, text string, speed float64) (*wsStream, *attemptInfo, error) {
+func (p *ElevenLabs) open(ctx context.Context, voice, text string, speed float64) (*wsStream, *providerhttp.Attempt, error) {
 	actx, cancel := context.WithCancelCause(ctx)
 	s := &wsStream{ctx: actx, cancel: cancel, rate: p.rate, stallTimeout: p.cfg.StallTimeout}
 	s.watchdog = newWatchdog(p.cfg.FirstByteTimeout, cancel)
-	fail := func(err error, info *attemptInfo) (*wsStream, *attemptInfo, error) {
+	fail := func(err error, info *providerhttp.Attempt) (*wsStream, *providerhttp.Attempt, error) {
 		s.release()
 		return nil, info, causeOf(actx, err)
 	}
@@ -256,9 +258,10 @@ func (p *ElevenLabs) open(ctx context.Context, voice, text string, speed float64
 		HTTPHeader: http.Header{"xi-api-key": {p.cfg.APIKey}},
 	})
 	if err != nil {
-		info := handshakeInfo(resp)
-		if info.status != 0 {
-			err = fmt.Errorf("handshake refused with status %d: %w", info.status, err)
+		hs := providerhttp.HandshakeAttempt(resp)
+		info := &hs
+		if info.Status != 0 {
+			err = fmt.Errorf("handshake refused with status %d: %w", info.Status, err)
 		}
 		return fail(err, info)
 	}

@@ -15,6 +15,8 @@ import (
 	openai "github.com/sashabaranov/go-openai"
 
 	"github.com/parleyhq/parley/voice/audio"
+
+	"github.com/parleyhq/parley/voice/internal/providerhttp"
 )
 
 var (
@@ -138,7 +140,7 @@ func (c OpenAIConfig) validate() error {
 type OpenAI struct {
 	cfg    OpenAIConfig
 	client *openai.Client
-	retry  retryPolicy
+	retry  providerhttp.Policy
 }
 
 var _ Provider = (*OpenAI)(nil)
@@ -151,11 +153,11 @@ func NewOpenAI(cfg OpenAIConfig) (*OpenAI, error) {
 	}
 	oc := openai.DefaultConfig(cfg.APIKey)
 	oc.BaseURL = strings.TrimRight(cfg.BaseURL, "/")
-	oc.HTTPClient = recordingDoer{c: cfg.HTTPClient}
+	oc.HTTPClient = providerhttp.RecordingDoer{Client: cfg.HTTPClient}
 	return &OpenAI{
 		cfg:    cfg,
 		client: openai.NewClientWithConfig(oc),
-		retry:  retryPolicy{maxRetries: cfg.MaxRetries, maxRetryAfter: cfg.MaxRetryAfter},
+		retry:  providerhttp.Policy{MaxRetries: cfg.MaxRetries, MaxRetryAfter: cfg.MaxRetryAfter, Transient: transientErrs},
 	}, nil
 }
 
@@ -191,11 +193,11 @@ func (p *OpenAI) Synthesize(ctx context.Context, req Request) (Stream, error) {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("tts: %s: %w", p.cfg.Name, ctx.Err())
 		}
-		wait, ok := p.retry.next(failures, err, info)
+		wait, ok := p.retry.Next(failures, err, providerhttp.Of(info))
 		if !ok {
 			return nil, wrapAttemptErr(p.cfg.Name, failures, p.cfg.MaxRetryAfter, err, info)
 		}
-		if err := sleepCtx(ctx, wait); err != nil {
+		if err := providerhttp.Sleep(ctx, wait); err != nil {
 			return nil, fmt.Errorf("tts: %s: %w", p.cfg.Name, err)
 		}
 	}
@@ -208,21 +210,21 @@ func cmpOr(a, b string) string {
 	return b
 }
 
-func wrapAttemptErr(name string, attempts int, maxRetryAfter time.Duration, err error, info *attemptInfo) error {
+func wrapAttemptErr(name string, attempts int, maxRetryAfter time.Duration, err error, info *providerhttp.Attempt) error {
 	var extra string
 	if attempts > 1 {
 		extra = fmt.Sprintf(" after %d attempts", attempts)
 	}
-	if info != nil && info.hasRetryAfter && info.retryAfter > maxRetryAfter {
-		extra += fmt.Sprintf(" (server asked to retry after %s, more than %s)", info.retryAfter, maxRetryAfter)
+	if info != nil && info.HasRetryAfter && info.RetryAfter > maxRetryAfter {
+		extra += fmt.Sprintf(" (server asked to retry after %s, more than %s)", info.RetryAfter, maxRetryAfter)
 	}
 	return fmt.Errorf("tts: %s%s: %w", name, extra, err)
 }
 
 // open makes one attempt and reads until the first whole sample.
-func (p *OpenAI) open(ctx context.Context, sreq openai.CreateSpeechRequest) (*httpStream, *attemptInfo, error) {
-	info := &attemptInfo{}
-	actx, cancel := context.WithCancelCause(withAttemptInfo(ctx, info))
+func (p *OpenAI) open(ctx context.Context, sreq openai.CreateSpeechRequest) (*httpStream, *providerhttp.Attempt, error) {
+	info := &providerhttp.Attempt{}
+	actx, cancel := context.WithCancelCause(providerhttp.WithRecorder(ctx, info))
 	s := &httpStream{
 		ctx: actx, cancel: cancel, stallTimeout: p.cfg.StallTimeout,
 		buf: make([]byte, p.cfg.ReadSize),

@@ -1,17 +1,12 @@
 package tts
 
 // The HTTP plumbing of this package's adapters (default client, Retry-After capture,
-// retry policy) lives in voice/internal/providerhttp, shared with stt and llm. What stays
-// here is tts's own part of it, the errors its retry policy always retries, and thin
-// wrappers under the unexported names the adapters are written against (attemptInfo with
-// its lowercase fields, retryPolicy, recordingDoer, sleepCtx). New code may as well
-// use providerhttp directly.
+// retry policy) is voice/internal/providerhttp, shared with the other provider packages.
+// What stays here is tts's own part: its client (so its connection pool is its own)
+// and the errors its retry policy always retries.
 
 import (
-	"context"
-	"net/http"
 	"sync"
-	"time"
 
 	"github.com/parleyhq/parley/voice/internal/providerhttp"
 )
@@ -24,55 +19,3 @@ var defaultHTTPClient = sync.OnceValue(providerhttp.NewClient)
 // accepted the request but sent no audio in time, or none at all, may well answer the
 // next one.
 var transientErrs = []error{ErrFirstByteTimeout, ErrNoAudio}
-
-// retryPolicy is providerhttp.Policy with tts's transient errors.
-type retryPolicy struct {
-	maxRetries    int
-	maxRetryAfter time.Duration
-}
-
-func (p retryPolicy) next(failures int, err error, info *attemptInfo) (time.Duration, bool) {
-	pp := providerhttp.Policy{MaxRetries: p.maxRetries, MaxRetryAfter: p.maxRetryAfter, Transient: transientErrs}
-	return pp.Next(failures, err, info.attempt())
-}
-
-// attemptInfo is a providerhttp.Attempt that recordingDoer fills (see withAttemptInfo).
-type attemptInfo struct {
-	status        int
-	retryAfter    time.Duration
-	hasRetryAfter bool
-}
-
-func (i *attemptInfo) RecordAttempt(a providerhttp.Attempt) {
-	i.status, i.retryAfter, i.hasRetryAfter = a.Status, a.RetryAfter, a.HasRetryAfter
-}
-
-func (i *attemptInfo) attempt() providerhttp.Attempt {
-	if i == nil {
-		return providerhttp.Attempt{}
-	}
-	return providerhttp.Attempt{Status: i.status, RetryAfter: i.retryAfter, HasRetryAfter: i.hasRetryAfter}
-}
-
-// withAttemptInfo returns a context under which recordingDoer fills info.
-func withAttemptInfo(ctx context.Context, info *attemptInfo) context.Context {
-	return providerhttp.WithRecorder(ctx, info)
-}
-
-// handshakeInfo extracts the status and Retry-After of a refused websocket handshake.
-func handshakeInfo(resp *http.Response) *attemptInfo {
-	info := &attemptInfo{}
-	info.RecordAttempt(providerhttp.HandshakeAttempt(resp))
-	return info
-}
-
-// recordingDoer is providerhttp.RecordingDoer: it records failed attempts into their
-// attemptInfo and closes error bodies that go-openai would leave open.
-type recordingDoer struct{ c *http.Client }
-
-func (d recordingDoer) Do(req *http.Request) (*http.Response, error) {
-	return providerhttp.RecordingDoer{Client: d.c}.Do(req)
-}
-
-// sleepCtx waits d or until ctx ends.
-var sleepCtx = providerhttp.Sleep

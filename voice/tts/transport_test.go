@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/parleyhq/parley/voice/internal/providerhttp"
 )
 
 // The shared retry policy is tested in voice/internal/providerhttp; here, what tts adds
@@ -16,23 +18,23 @@ func TestRetryableWebsocketAndEmptyAnswers(t *testing.T) {
 	tests := []struct {
 		name string
 		err  error
-		info *attemptInfo
+		info *providerhttp.Attempt
 		want bool
 	}{
 		{"internal error close", fmt.Errorf("read: %w", websocket.CloseError{Code: websocket.StatusInternalError}), nil, true},
 		{"try again later", websocket.CloseError{Code: websocket.StatusTryAgainLater}, nil, true},
 		{"policy violation", websocket.CloseError{Code: websocket.StatusPolicyViolation, Reason: "Invalid API key"}, nil, false},
-		{"handshake 429", errors.New("refused"), &attemptInfo{status: 429}, true},
-		{"handshake 403", errors.New("refused"), &attemptInfo{status: 403}, false},
+		{"handshake 429", errors.New("refused"), &providerhttp.Attempt{Status: 429}, true},
+		{"handshake 403", errors.New("refused"), &providerhttp.Attempt{Status: 403}, false},
 		{"no audio", ErrNoAudio, nil, true},
 		{"first byte timeout", fmt.Errorf("open: %w", ErrFirstByteTimeout), nil, true},
 		{"server message", &ElevenLabsError{Message: "quota exceeded"}, nil, false},
 	}
-	p := retryPolicy{maxRetries: 1, maxRetryAfter: time.Second}
+	p := providerhttp.Policy{MaxRetries: 1, MaxRetryAfter: time.Second, Transient: transientErrs}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			if _, got := p.next(1, tt.err, tt.info); got != tt.want {
+			if _, got := p.Next(1, tt.err, providerhttp.Of(tt.info)); got != tt.want {
 				t.Errorf("retryable = %v", got)
 			}
 		})

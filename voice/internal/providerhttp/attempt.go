@@ -102,3 +102,12 @@ func ParseRetryAfter(h http.Header, now time.Time) (time.Duration, bool) {
 	}
 	return 0, false
 }
+
+// Of returns *a, or the zero Attempt when a is nil (an attempt that failed before any
+// server answered).
+func Of(a *Attempt) Attempt {
+	if a == nil {
+		return Attempt{}
+	}
+	return *a
+}
