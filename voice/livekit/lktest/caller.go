@@ -1,0 +1,300 @@
+// Package lktest is a caller for tests and benchmarks of agents in LiveKit rooms: a Go
+// participant that joins a room like a browser does, speaks recorded audio into its
+// microphone track in real time, and listens to the agent, logging when its audio
+// arrives and how loud it is.
+//
+// Times are taken on the caller's side of the room, which is where a person hears the
+// agent: latency and barge-in figures measured here include the network, LiveKit's
+// forwarding, both Opus codecs and both tracks' queues.
+package lktest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/livekit/media-sdk"
+	"github.com/livekit/protocol/auth"
+	lkproto "github.com/livekit/protocol/livekit"
+	protoLogger "github.com/livekit/protocol/logger"
+	lksdk "github.com/livekit/server-sdk-go/v2"
+	lkmedia "github.com/livekit/server-sdk-go/v2/pkg/media"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/parleyhq/parley/voice/audio"
+	"github.com/parleyhq/parley/voice/livekit"
+)
+
+// Rate is the caller's audio rate in both directions.
+const Rate = 48000
+
+// SpeechDBFS is the level above which a received chunk counts as the agent speaking.
+// The agent's silence is digital zeros through Opus (well under -70 dBFS) and speech
+// sits around -20 to -30, so -50 separates them with a wide margin on both sides.
+const SpeechDBFS = -50
+
+// Token mints a token for a participant in room. agent marks an agent participant.
+func Token(apiKey, apiSecret, room, identity string, agent bool) (string, error) {
+	at := auth.NewAccessToken(apiKey, apiSecret)
+	at.SetVideoGrant(&auth.VideoGrant{RoomJoin: true, Room: room, Agent: agent}).
+		SetIdentity(identity).SetName(identity).SetValidFor(time.Hour)
+	if agent {
+		at.SetKind(lkproto.ParticipantInfo_AGENT)
+	}
+	return at.ToJWT()
+}
+
+// Chunk is a piece of the agent's audio as it arrived.
+type Chunk struct {
+	At   time.Time
+	N    int     // samples
+	DBFS float64 // RMS level
+}
+
+// Speech reports whether the chunk is agent speech rather than silence.
+func (c Chunk) Speech() bool { return c.DBFS > SpeechDBFS }
+
+// Caller is one participant on the caller's side.
+type Caller struct {
+	room  *lksdk.Room
+	track *livekit.BoundTrack
+
+	mu      sync.Mutex
+	chunks  []Chunk
+	changed chan struct{}
+	remote  *lkmedia.PCMRemoteTrack
+	// queuedUntil: when the audio written so far will have been played into the
+	// track (the track plays its queue in real time).
+	queuedUntil time.Time
+}
+
+// Join connects a caller with token and publishes its microphone.
+func Join(ctx context.Context, url, token string) (*Caller, error) {
+	c := &Caller{changed: make(chan struct{})}
+	track, err := livekit.NewBoundTrack(Rate, protoLogger.GetDiscardLogger())
+	if err != nil {
+		return nil, err
+	}
+	c.track = track
+	cb := lksdk.NewRoomCallback()
+	cb.OnTrackSubscribed = func(t *webrtc.TrackRemote, pub *lksdk.RemoteTrackPublication, p *lksdk.RemoteParticipant) {
+		if t.Kind() != webrtc.RTPCodecTypeAudio {
+			return
+		}
+		rt, err := lkmedia.NewPCMRemoteTrack(t, &listener{c: c}, lkmedia.WithTargetSampleRate(Rate))
+		if err != nil {
+			return
+		}
+		c.mu.Lock()
+		old := c.remote
+		c.remote = rt
+		c.mu.Unlock()
+		if old != nil {
+			old.Close()
+		}
+	}
+	room := lksdk.NewRoom(cb)
+	room.SetLogger(protoLogger.GetDiscardLogger())
+	if err := room.JoinWithContextAndToken(ctx, url, token, lksdk.WithSinglePeerConnection(), lksdk.WithLogger(protoLogger.GetDiscardLogger()),
+		lksdk.WithTrack(track, &lksdk.TrackPublicationOptions{Name: "microphone", Source: lkproto.TrackSource_MICROPHONE})); err != nil {
+		track.Close()
+		return nil, err
+	}
+	c.room = room
+	select {
+	case <-track.Ready():
+	case <-ctx.Done():
+		c.Close()
+		return nil, ctx.Err()
+	}
+	return c, nil
+}
+
+// Room is the caller's room.
+func (c *Caller) Room() *lksdk.Room { return c.room }
+
+// Say queues samples (mono, at Rate) on the microphone. The track plays them in real
+// time; Say returns at once with the moment the first sample goes out, which is the
+// moment the agent could first hear it.
+func (c *Caller) Say(samples []int16) time.Time {
+	now := time.Now()
+	c.mu.Lock()
+	start := now
+	if c.queuedUntil.After(now) {
+		start = c.queuedUntil
+	}
+	c.queuedUntil = start.Add(time.Duration(len(samples)) * time.Second / Rate)
+	c.mu.Unlock()
+	// WriteSample copies; the track sends 10 ms per tick.
+	c.track.WriteSample(samples)
+	return start
+}
+
+// SpeakingUntil is when the audio queued by Say will have been sent.
+func (c *Caller) SpeakingUntil() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.queuedUntil
+}
+
+// Chunks returns a copy of everything heard so far.
+func (c *Caller) Chunks() []Chunk {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]Chunk(nil), c.chunks...)
+}
+
+// FirstSpeech returns the arrival time of the first speech chunk at or after from.
+func (c *Caller) FirstSpeech(from time.Time) (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ch := range c.chunks {
+		if !ch.At.Before(from) && ch.Speech() {
+			return ch.At, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// SpeechEnd returns the arrival time of the first silent chunk after from that starts
+// a silence of at least quiet (nothing but silence until the end of the log, which
+// must reach quiet past it).
+func (c *Caller) SpeechEnd(from time.Time, quiet time.Duration) (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var start time.Time
+	for _, ch := range c.chunks {
+		if ch.At.Before(from) {
+			continue
+		}
+		if ch.Speech() {
+			start = time.Time{}
+			continue
+		}
+		if start.IsZero() {
+			start = ch.At
+		}
+		if ch.At.Sub(start) >= quiet {
+			return start, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// WaitSpeech waits until speech arrives at or after from, and returns when.
+func (c *Caller) WaitSpeech(ctx context.Context, from time.Time) (time.Time, error) {
+	return c.wait(ctx, func() (time.Time, bool) { return c.FirstSpeech(from) })
+}
+
+// WaitSilence waits until the agent has been silent for quiet after from, and returns
+// when the silence began.
+func (c *Caller) WaitSilence(ctx context.Context, from time.Time, quiet time.Duration) (time.Time, error) {
+	return c.wait(ctx, func() (time.Time, bool) { return c.SpeechEnd(from, quiet) })
+}
+
+func (c *Caller) wait(ctx context.Context, cond func() (time.Time, bool)) (time.Time, error) {
+	for {
+		c.mu.Lock()
+		ch := c.changed
+		c.mu.Unlock()
+		if t, ok := cond(); ok {
+			return t, nil
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, fmt.Errorf("lktest: %w", ctx.Err())
+		case <-ch:
+		}
+	}
+}
+
+// Close leaves the room.
+func (c *Caller) Close() {
+	c.mu.Lock()
+	rt := c.remote
+	c.remote = nil
+	c.mu.Unlock()
+	if rt != nil {
+		rt.Close()
+	}
+	if c.room != nil {
+		c.room.Disconnect()
+	}
+	c.track.Close()
+}
+
+// listener logs the agent's audio as it arrives.
+type listener struct{ c *Caller }
+
+func (l *listener) WriteSample(pcm media.PCM16Sample) error {
+	ch := Chunk{At: time.Now(), N: len(pcm), DBFS: DBFS(pcm)}
+	l.c.mu.Lock()
+	l.c.chunks = append(l.c.chunks, ch)
+	close(l.c.changed)
+	l.c.changed = make(chan struct{})
+	l.c.mu.Unlock()
+	return nil
+}
+
+func (l *listener) Close() error { return nil }
+
+// DBFS is the RMS level of samples relative to full scale; -120 for silence.
+func DBFS(samples []int16) float64 {
+	if len(samples) == 0 {
+		return -120
+	}
+	var sum float64
+	for _, s := range samples {
+		v := float64(s)
+		sum += v * v
+	}
+	rms := math.Sqrt(sum/float64(len(samples))) / 32768
+	if rms == 0 {
+		return -120
+	}
+	return max(20*math.Log10(rms), -120)
+}
+
+// Onset returns the offset of the first 10 ms block of samples (at rate) louder than
+// dbfs: where the speech in a recording begins.
+func Onset(samples []int16, rate int, dbfs float64) (time.Duration, error) {
+	n := rate / 100
+	for i := 0; i+n <= len(samples); i += n {
+		if DBFS(samples[i:i+n]) > dbfs {
+			return time.Duration(i) * time.Second / time.Duration(rate), nil
+		}
+	}
+	return 0, errors.New("lktest: no speech in the recording")
+}
+
+// LoadSpeech reads a WAV recording and converts it to the caller's rate.
+func LoadSpeech(path string) ([]int16, error) {
+	f, err := audio.ReadWAVFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if f.Rate == Rate {
+		return f.Samples, nil
+	}
+	var out []int16
+	r, err := audio.NewResampler(f.Rate, Rate, audio.WriterFunc(func(fr audio.Frame) error {
+		out = append(out, fr.Samples...)
+		return nil
+	}))
+	if err != nil {
+		return nil, err
+	}
+	if err := r.WriteFrame(f); err != nil {
+		return nil, err
+	}
+	if err := r.Close(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Silence is d of digital silence at the caller's rate.
+func Silence(d time.Duration) []int16 { return make([]int16, int(int64(d)*Rate/int64(time.Second))) }

@@ -1,0 +1,619 @@
+// Package livekit attaches the voice engine to a LiveKit room: the agent joins as a
+// participant, hears the caller's microphone track and speaks on a track of its own.
+//
+// One Room carries one call. The flow:
+//
+//   - Join connects with the agent's token (from a dispatch job) and publishes the
+//     agent's voice, a media.PCMLocalTrack fed 20 ms frames by the engine. An inbound SIP
+//     call is only answered once this track exists, so it is published before anything
+//     else.
+//   - Run waits for the caller (the first participant that is not an agent and
+//     publishes a microphone), starts the session, and pipes the caller's track through a
+//     media.PCMRemoteTrack (Opus decoded at 48 kHz) into Session.WriteFrame, which
+//     resamples to the engine's 16 kHz.
+//   - Barge-in: the engine pauses its own playout and calls Output's Flush, which
+//     empties the track's send queue (PCMLocalTrack.ClearQueue), so the caller stops
+//     hearing the agent at the next 10 ms tick.
+//   - Transcripts go to the room as LiveKit text streams on the lk.transcription topic,
+//     the convention LiveKit's client components render as live captions.
+//   - The call ends when the caller leaves, the room closes or the agent is removed
+//     (POST /v1/calls/{id}/end deletes the room), or the session ends itself (end_call,
+//     silence, maximum duration); Run reports which.
+//
+// A muted caller sends no packets at all; the engine would then never hear the end of
+// a word cut off by the mute, so while the caller is muted (or has no track) the room
+// feeds the session silence in real time.
+package livekit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/livekit/media-sdk"
+	"github.com/livekit/protocol/livekit"
+	protoLogger "github.com/livekit/protocol/logger"
+	lksdk "github.com/livekit/server-sdk-go/v2"
+	lkmedia "github.com/livekit/server-sdk-go/v2/pkg/media"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/parleyhq/parley/voice"
+	"github.com/parleyhq/parley/voice/audio"
+)
+
+// Config configures a Room.
+type Config struct {
+	// URL of the LiveKit server (ws:// or wss://) and the agent's access token.
+	URL, Token string
+	// CallerWait bounds the wait for a caller to join and publish a microphone. A
+	// browser joins within a second or two of getting its token and a SIP call is in
+	// the room before the agent is dispatched, so a minute means nobody is coming.
+	// Default 60 s.
+	CallerWait time.Duration
+	// DisableCaptions stops transcripts from being published to the room.
+	DisableCaptions bool
+	// Logger; default discards.
+	Logger *slog.Logger
+}
+
+// Defaults; see Config.
+const (
+	defaultCallerWait = time.Minute
+	// outputRate is the rate of the agent's frames: Opus's own 48 kHz, so the track
+	// encodes the engine's frames as they are, with no second resampler.
+	outputRate = lkmedia.DefaultOpusSampleRate
+	// CaptionTopic is the text-stream topic LiveKit's client components show as live
+	// transcriptions.
+	CaptionTopic = "lk.transcription"
+)
+
+// Outcome says how a call in a room ended.
+type Outcome string
+
+const (
+	// CallerLeft: the caller hung up or closed the page.
+	CallerLeft Outcome = "caller_left"
+	// RoomClosed: the room was deleted (an API end) or the agent removed from it.
+	RoomClosed Outcome = "room_closed"
+	// Disconnected: the agent lost its connection to LiveKit for good.
+	Disconnected Outcome = "disconnected"
+	// SessionEnded: the engine ended the call (end_call, transfer, silence, maximum
+	// duration, a provider failure); see Result.EndReason.
+	SessionEnded Outcome = "session_ended"
+	// NoCaller: nobody joined within CallerWait.
+	NoCaller Outcome = "no_caller"
+	// Cancelled: Run's context ended (the worker is stopping or the job was
+	// terminated).
+	Cancelled Outcome = "cancelled"
+)
+
+// Result reports how Run ended.
+type Result struct {
+	Outcome Outcome
+	// Caller is the identity of the caller, if one joined.
+	Caller string
+	// CallerKind is "standard" (a browser), "sip" and so on.
+	CallerKind string
+	// EndReason is the engine's reason (EndStopped unless the session ended itself).
+	EndReason voice.EndReason
+}
+
+// Room is the agent's presence in one LiveKit room.
+type Room struct {
+	cfg   Config
+	log   *slog.Logger
+	room  *lksdk.Room
+	track *BoundTrack
+	out   *output
+
+	// events receives what LiveKit's callbacks report, for Run's loop.
+	events chan roomEvent
+
+	mu       sync.Mutex
+	caller   *lksdk.RemoteParticipant
+	input    *lkmedia.PCMRemoteTrack
+	inputSID string
+	session  *voice.Session
+	muted    bool // the caller's microphone is muted or gone: feed silence
+
+	closeOnce sync.Once
+	stats     Stats
+}
+
+// Stats counts what happened in the room.
+type Stats struct {
+	Reconnects   atomic.Int64
+	InputFrames  atomic.Int64 // caller audio chunks handed to the session
+	SilenceFeeds atomic.Int64 // silence frames fed while the caller was muted
+}
+
+type roomEventKind int
+
+const (
+	evParticipant roomEventKind = iota // a participant joined or published
+	evTrack                            // a track was subscribed
+	evParticipantLeft
+	evDisconnected
+	evMute
+)
+
+type roomEvent struct {
+	kind     roomEventKind
+	p        *lksdk.RemoteParticipant
+	track    *webrtc.TrackRemote
+	pub      *lksdk.RemoteTrackPublication
+	muted    bool
+	reason   lksdk.DisconnectionReason
+	identity string
+}
+
+// Join connects to the room and publishes the agent's voice track.
+func Join(ctx context.Context, cfg Config) (*Room, error) {
+	if cfg.URL == "" || cfg.Token == "" {
+		return nil, errors.New("livekit: URL and token are required")
+	}
+	if cfg.CallerWait == 0 {
+		cfg.CallerWait = defaultCallerWait
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	r := &Room{cfg: cfg, log: cfg.Logger, events: make(chan roomEvent, 64)}
+	lkLog := protoLogger.LogRLogger(logr.FromSlogHandler(cfg.Logger.Handler()))
+
+	track, err := NewBoundTrack(outputRate, lkLog)
+	if err != nil {
+		return nil, fmt.Errorf("livekit: agent track: %w", err)
+	}
+	r.track = track
+	r.out = &output{track: track}
+
+	cb := lksdk.NewRoomCallback()
+	cb.OnParticipantConnected = func(p *lksdk.RemoteParticipant) { r.post(roomEvent{kind: evParticipant, p: p}) }
+	cb.OnParticipantDisconnected = func(p *lksdk.RemoteParticipant) {
+		r.post(roomEvent{kind: evParticipantLeft, p: p, identity: p.Identity()})
+	}
+	cb.OnTrackSubscribed = func(t *webrtc.TrackRemote, pub *lksdk.RemoteTrackPublication, p *lksdk.RemoteParticipant) {
+		r.post(roomEvent{kind: evTrack, p: p, track: t, pub: pub})
+	}
+	cb.OnTrackUnsubscribed = func(t *webrtc.TrackRemote, pub *lksdk.RemoteTrackPublication, p *lksdk.RemoteParticipant) {
+		r.post(roomEvent{kind: evMute, p: p, pub: pub, muted: true})
+	}
+	cb.OnTrackMuted = func(pub lksdk.TrackPublication, p lksdk.Participant) {
+		if rp, ok := p.(*lksdk.RemoteParticipant); ok {
+			r.post(roomEvent{kind: evMute, p: rp, muted: true})
+		}
+	}
+	cb.OnTrackUnmuted = func(pub lksdk.TrackPublication, p lksdk.Participant) {
+		if rp, ok := p.(*lksdk.RemoteParticipant); ok {
+			r.post(roomEvent{kind: evMute, p: rp, muted: false})
+		}
+	}
+	cb.OnDisconnectedWithReason = func(reason lksdk.DisconnectionReason) {
+		r.post(roomEvent{kind: evDisconnected, reason: reason})
+	}
+	cb.OnReconnecting = func() {
+		r.log.Warn("livekit: connection lost, reconnecting")
+	}
+	cb.OnReconnected = func() {
+		r.stats.Reconnects.Add(1)
+		r.log.Info("livekit: reconnected")
+	}
+
+	room := lksdk.NewRoom(cb)
+	room.SetLogger(lkLog)
+	// Publishing with the join (WithTrack) saves a signalling round trip, and an
+	// inbound SIP call is answered only once the agent has a track.
+	err = room.JoinWithContextAndToken(ctx, cfg.URL, cfg.Token,
+		lksdk.WithAutoSubscribe(false),
+		lksdk.WithSinglePeerConnection(),
+		lksdk.WithLogger(lkLog),
+		lksdk.WithTrack(track, &lksdk.TrackPublicationOptions{Name: "agent-voice", Source: livekit.TrackSource_MICROPHONE}),
+	)
+	if err != nil {
+		track.Close()
+		return nil, fmt.Errorf("livekit: join: %w", err)
+	}
+	r.room = room
+	return r, nil
+}
+
+// post hands an SDK callback to Run's loop. Callbacks come from the SDK's goroutines
+// and must not block it; the buffer holds far more than a call produces between two
+// turns of the loop, and a full buffer drops a mute flip rather than stall signalling.
+func (r *Room) post(e roomEvent) {
+	select {
+	case r.events <- e:
+	default:
+		r.log.Warn("livekit: room event dropped", "kind", int(e.kind))
+	}
+}
+
+// Output is where the engine writes the agent's voice (Config.Output).
+func (r *Room) Output() audio.Writer { return r.out }
+
+// OutputRate is the rate the engine must write at (Config.OutputRate).
+func (r *Room) OutputRate() int { return outputRate }
+
+// RoomName is the name of the room.
+func (r *Room) RoomName() string { return r.room.Name() }
+
+// Identity is the agent's participant identity.
+func (r *Room) Identity() string { return r.room.LocalParticipant.Identity() }
+
+// Stats returns the room's counters.
+func (r *Room) Stats() *Stats { return &r.stats }
+
+// output feeds the engine's paced frames to the track. The engine already paces at
+// real time, so the track's queue holds at most a frame or two.
+type output struct {
+	track *BoundTrack
+}
+
+func (o *output) WriteFrame(f audio.Frame) error {
+	// WriteSample copies the samples; the engine reuses its buffer.
+	return o.track.WriteSample(f.Samples)
+}
+
+// Flush drops audio queued in the track (audio.Flusher): the engine calls it when the
+// caller barges in.
+func (o *output) Flush() { o.track.ClearQueue() }
+
+// Run waits for the caller, starts s and holds the call until it ends. s must be
+// configured with Output() and OutputRate(), and not yet started. Run stops s before
+// returning; it does not leave the room (Close does).
+func (r *Room) Run(ctx context.Context, s *voice.Session) (Result, error) {
+	r.mu.Lock()
+	r.session = s
+	r.mu.Unlock()
+	var res Result
+	defer func() {
+		s.Stop()
+		r.detachInput()
+		if res.EndReason == "" {
+			res.EndReason = s.EndReason()
+		}
+	}()
+
+	// Participants already in the room (a SIP caller is there before the agent).
+	for _, p := range r.room.GetRemoteParticipants() {
+		r.post(roomEvent{kind: evParticipant, p: p})
+	}
+	wait := time.NewTimer(r.cfg.CallerWait)
+	defer wait.Stop()
+	started := false
+	var silence <-chan time.Time
+	var silenceTick *time.Ticker
+	defer func() {
+		if silenceTick != nil {
+			silenceTick.Stop()
+		}
+	}()
+	setSilence := func(on bool) {
+		switch {
+		case on && silenceTick == nil:
+			silenceTick = time.NewTicker(20 * time.Millisecond)
+			silence = silenceTick.C
+		case !on && silenceTick != nil:
+			silenceTick.Stop()
+			silenceTick, silence = nil, nil
+		}
+	}
+	silenceFrame := audio.Frame{Samples: make([]int16, 320), Rate: 16000}
+
+	for {
+		var done <-chan struct{}
+		if started {
+			done = s.Done()
+		}
+		select {
+		case <-ctx.Done():
+			res.Outcome = Cancelled
+			return res, nil
+		case <-wait.C:
+			if !started {
+				res.Outcome = NoCaller
+				return res, nil
+			}
+		case <-done:
+			res.Outcome = SessionEnded
+			return res, nil
+		case <-silence:
+			if started {
+				r.mu.Lock()
+				muted := r.muted
+				r.mu.Unlock()
+				if muted {
+					r.stats.SilenceFeeds.Add(1)
+					s.WriteFrame(silenceFrame)
+				}
+			}
+		case e := <-r.events:
+			switch e.kind {
+			case evParticipant:
+				if r.adopt(e.p) {
+					res.Caller, res.CallerKind = e.p.Identity(), kindName(e.p.Kind())
+				}
+			case evTrack:
+				if !r.isCaller(e.p) {
+					if e.track.Kind() != webrtc.RTPCodecTypeAudio || !r.adopt(e.p) {
+						continue
+					}
+					res.Caller, res.CallerKind = e.p.Identity(), kindName(e.p.Kind())
+				}
+				if e.track.Kind() != webrtc.RTPCodecTypeAudio {
+					continue
+				}
+				if !started {
+					// Wait for our track to be bound, so the greeting is not dropped.
+					select {
+					case <-r.track.Ready():
+					case <-time.After(10 * time.Second):
+						return res, errors.New("livekit: the agent's track was never bound")
+					case <-ctx.Done():
+						res.Outcome = Cancelled
+						return res, nil
+					}
+					// The caller can hear us and we can hear them: start talking.
+					if err := s.Start(ctx); err != nil {
+						return res, fmt.Errorf("livekit: start session: %w", err)
+					}
+					started = true
+				}
+				if err := r.attachInput(e.track, e.pub); err != nil {
+					r.log.Warn("livekit: caller track", "err", err)
+					continue
+				}
+				setSilence(false)
+			case evMute:
+				if !r.isCaller(e.p) {
+					continue
+				}
+				r.mu.Lock()
+				r.muted = e.muted
+				r.mu.Unlock()
+				setSilence(e.muted)
+			case evParticipantLeft:
+				if r.isCaller(e.p) {
+					res.Outcome = CallerLeft
+					return res, nil
+				}
+			case evDisconnected:
+				res.Outcome = Disconnected
+				if e.reason == lksdk.RoomClosed || e.reason == lksdk.ParticipantRemoved {
+					res.Outcome = RoomClosed
+				}
+				return res, nil
+			}
+		}
+	}
+}
+
+// adopt makes p the caller if there is none yet and p is not an agent, and subscribes
+// to its microphone. It reports whether p became the caller.
+func (r *Room) adopt(p *lksdk.RemoteParticipant) bool {
+	if p == nil || p.Kind() == lksdk.ParticipantAgent {
+		return false
+	}
+	r.mu.Lock()
+	if r.caller != nil {
+		r.mu.Unlock()
+		return false
+	}
+	r.caller = p
+	r.mu.Unlock()
+	r.subscribeMic(p)
+	return true
+}
+
+// subscribeMic subscribes to p's microphone (auto-subscribe is off: the agent hears
+// only its caller, not other agents or a supervisor's track).
+func (r *Room) subscribeMic(p *lksdk.RemoteParticipant) {
+	for _, pub := range p.TrackPublications() {
+		rp, ok := pub.(*lksdk.RemoteTrackPublication)
+		if !ok || rp.Kind() != lksdk.TrackKindAudio {
+			continue
+		}
+		if src := rp.Source(); src != livekit.TrackSource_MICROPHONE && src != livekit.TrackSource_UNKNOWN {
+			continue
+		}
+		if !rp.IsSubscribed() {
+			if err := rp.SetSubscribed(true); err != nil {
+				r.log.Warn("livekit: subscribe", "track", rp.SID(), "err", err)
+			}
+		}
+	}
+}
+
+func (r *Room) isCaller(p *lksdk.RemoteParticipant) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return p != nil && r.caller != nil && r.caller.Identity() == p.Identity()
+}
+
+// attachInput pipes the caller's track into the session, replacing any earlier track.
+func (r *Room) attachInput(t *webrtc.TrackRemote, pub *lksdk.RemoteTrackPublication) error {
+	r.mu.Lock()
+	if r.inputSID == pub.SID() && r.input != nil {
+		r.mu.Unlock()
+		return nil
+	}
+	old := r.input
+	r.input, r.inputSID = nil, ""
+	s := r.session
+	r.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	w := &inputWriter{s: s, stats: &r.stats}
+	in, err := lkmedia.NewPCMRemoteTrack(t, w, lkmedia.WithTargetSampleRate(outputRate),
+		lkmedia.WithLogger(protoLogger.LogRLogger(logr.FromSlogHandler(r.log.Handler()))))
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.input, r.inputSID, r.muted = in, pub.SID(), pub.IsMuted()
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *Room) detachInput() {
+	r.mu.Lock()
+	in := r.input
+	r.input, r.inputSID = nil, ""
+	r.mu.Unlock()
+	if in != nil {
+		in.Close()
+	}
+}
+
+// inputWriter hands decoded caller audio (48 kHz chunks, one per Opus packet) to the
+// session, which resamples, frames and listens to it on this goroutine.
+type inputWriter struct {
+	s     *voice.Session
+	stats *Stats
+}
+
+func (w *inputWriter) WriteSample(pcm media.PCM16Sample) error {
+	w.stats.InputFrames.Add(1)
+	if err := w.s.WriteFrame(audio.Frame{Samples: pcm, Rate: outputRate}); err != nil && !errors.Is(err, voice.ErrEnded) {
+		return err
+	}
+	return nil
+}
+
+func (w *inputWriter) Close() error { return nil }
+
+// Events wraps next (may be nil) with the room's captions: every final transcript, and
+// the caller's interim ones, go to the room as text streams.
+func (r *Room) Events(next voice.EventSink) voice.EventSink {
+	if r.cfg.DisableCaptions {
+		return next
+	}
+	c := &captions{r: r, next: next, queue: make(chan caption, 256)}
+	go c.run()
+	return c
+}
+
+type caption struct {
+	speaker voice.Speaker
+	text    string
+	final   bool
+	segment string
+}
+
+// captions publishes transcripts off the engine's control goroutine: HandleEvent only
+// queues, run sends.
+type captions struct {
+	r     *Room
+	next  voice.EventSink
+	queue chan caption
+	seq   int
+	once  sync.Once
+}
+
+func (c *captions) HandleEvent(e voice.Event) {
+	if t, ok := e.(*voice.Transcript); ok && !t.Backchannel && t.Text != "" {
+		// One segment per user turn (interims update it, the final closes it) and one
+		// per agent sentence.
+		seg := "user-" + strconv.Itoa(t.Turn)
+		if t.Speaker == voice.SpeakerAgent {
+			c.seq++
+			seg = "agent-" + strconv.Itoa(t.Turn) + "-" + strconv.Itoa(c.seq)
+		}
+		select {
+		case c.queue <- caption{speaker: t.Speaker, text: t.Text, final: t.Final || t.Speaker == voice.SpeakerAgent, segment: seg}:
+		default: // a stalled data channel must not stall the conversation
+		}
+	}
+	if _, ok := e.(*voice.CallEnded); ok {
+		c.once.Do(func() { close(c.queue) })
+	}
+	if c.next != nil {
+		c.next.HandleEvent(e)
+	}
+}
+
+func (c *captions) run() {
+	lp := c.r.room.LocalParticipant
+	for cp := range c.queue {
+		attrs := map[string]string{
+			"lk.segment_id":          cp.segment,
+			"lk.transcription_final": strconv.FormatBool(cp.final),
+			"parley.speaker":         string(cp.speaker),
+		}
+		if cp.speaker == voice.SpeakerAgent {
+			if pub := c.r.track; pub != nil {
+				attrs["lk.transcribed_track_id"] = pub.ID()
+			}
+		}
+		lp.SendText(cp.text, lksdk.StreamTextOptions{Topic: CaptionTopic, Attributes: attrs})
+	}
+}
+
+// Close leaves the room and releases the tracks. Safe to call twice.
+func (r *Room) Close() {
+	r.closeOnce.Do(func() {
+		r.detachInput()
+		r.room.Disconnect()
+		r.track.Close()
+	})
+}
+
+func kindName(k lksdk.ParticipantKind) string {
+	switch k {
+	case lksdk.ParticipantSIP:
+		return "sip"
+	case lksdk.ParticipantAgent:
+		return "agent"
+	case lksdk.ParticipantIngress:
+		return "ingress"
+	case lksdk.ParticipantEgress:
+		return "egress"
+	}
+	return "standard"
+}
+
+// BoundTrack is a media.PCMLocalTrack that says when WebRTC has bound it to a sender:
+// before that, PCMLocalTrack silently drops whatever is written to it, so an agent that
+// started talking too early would lose its greeting.
+type BoundTrack struct {
+	*lkmedia.PCMLocalTrack
+	once  sync.Once
+	ready chan struct{}
+}
+
+// NewBoundTrack makes a mono PCM track taking samples at rate.
+func NewBoundTrack(rate int, log protoLogger.Logger) (*BoundTrack, error) {
+	t, err := lkmedia.NewPCMLocalTrack(rate, 1, log)
+	if err != nil {
+		return nil, err
+	}
+	return &BoundTrack{PCMLocalTrack: t, ready: make(chan struct{})}, nil
+}
+
+// Bind implements webrtc.TrackLocal.
+func (t *BoundTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
+	p, err := t.PCMLocalTrack.Bind(ctx)
+	if err == nil {
+		t.once.Do(func() { close(t.ready) })
+	}
+	return p, err
+}
+
+// Ready is closed once the track is bound and written samples are sent.
+func (t *BoundTrack) Ready() <-chan struct{} { return t.ready }
+
+// SetSDKLogger routes the LiveKit SDK's own logging (signalling, and pion's WebRTC
+// stack, which logs every ICE and DTLS state change at info level) to l. The SDK's
+// default writes to stderr, so a process should call this once at start-up, usually
+// with a handler at warn level.
+func SetSDKLogger(l *slog.Logger) {
+	lksdk.SetLogger(protoLogger.LogRLogger(logr.FromSlogHandler(l.Handler())))
+}
