@@ -3,6 +3,7 @@ package httpapi
 import (
 	"net/http"
 
+	"github.com/parleyhq/parley/calls"
 	"github.com/parleyhq/parley/knowledge"
 )
 
@@ -18,6 +19,8 @@ func (s *Server) routes() []route {
 		{Method: "GET", Path: "/openapi.json", Auth: authSystem, Handle: s.handleOpenAPI, Tag: "System", Summary: "This API's OpenAPI 3.1 document"},
 		{Method: "GET", Path: "/docs", Auth: authSystem, Handle: s.handleDocs, Tag: "System", Summary: "Human-readable API reference"},
 		{Method: "GET", Path: "/{$}", Auth: authSystem, Handle: s.handleIndex, Tag: "System", Summary: "Landing page"},
+		{Method: "GET", Path: "/call", Auth: authSystem, Handle: s.handleCallPage, Tag: "System", Summary: "Test-call page: talk to an agent in the browser"},
+		{Method: "GET", Path: "/assets/{file}", Auth: authSystem, Handle: s.handleAsset, Tag: "System", Summary: "Built browser assets"},
 
 		// --- accounts ---
 		// Auth
@@ -73,6 +76,17 @@ func (s *Server) routes() []route {
 		{Method: "GET", Path: "/v1/knowledge-base/{id}/sources/{src}", Auth: authUser, Scope: "knowledge:read", Handle: s.handleGetSource, Tag: "Knowledge base", Summary: "Get a source and its ingestion progress", Response: sourceDoc},
 		{Method: "DELETE", Path: "/v1/knowledge-base/{id}/sources/{src}", Auth: authUser, Scope: "knowledge:write", Handle: s.handleDeleteSource, Tag: "Knowledge base", Summary: "Remove a source and its chunks", Status: http.StatusNoContent},
 		{Method: "POST", Path: "/v1/knowledge-base/{id}/query", Auth: authUser, Scope: "knowledge:read", Handle: s.handleQueryKB, Tag: "Knowledge base", Summary: "Hybrid search: ranked chunks with scores and their sources", Request: knowledge.Query{}, Response: queryResponse{}},
+
+		// --- calls ---
+		{Method: "GET", Path: "/v1/calls", Auth: authUser, Scope: "calls:read", Handle: s.handleListCalls, Tag: "Calls", Summary: "List calls, newest first", Response: listOf{Name: "calls", Item: callDoc}, List: true, Query: callListQuery},
+		{Method: "POST", Path: "/v1/calls/web", Auth: authUser, Scope: "calls:write", Handle: s.handleCreateWebCall, Tag: "Calls", Summary: "Start a browser call: creates the call and its LiveKit room with the agent dispatched, and returns the call with an access token", Request: webCallRequest{}, Response: calls.WebCall{}, Status: http.StatusCreated},
+		{Method: "GET", Path: "/v1/calls/{id}", Auth: authUser, Scope: "calls:read", Handle: s.handleGetCall, Tag: "Calls", Summary: "Get a call with its transcript and latency (live while it runs)", Response: callDoc},
+		{Method: "GET", Path: "/v1/calls/{id}/transcript", Auth: authUser, Scope: "calls:read", Handle: s.handleCallTranscript, Tag: "Calls", Summary: "A call's transcript", Response: transcriptResponse{}},
+		{Method: "POST", Path: "/v1/calls/{id}/end", Auth: authUser, Scope: "calls:write", Handle: s.handleEndCall, Tag: "Calls", Summary: "End a live call (deletes its room; the record shows api_ended once the agent has left)", Response: callDoc},
+
+		// --- livekit ---
+		{Method: "POST", Path: "/v1/livekit/token", Auth: authUser, Scope: "calls:write", Handle: s.handleLiveKitToken, Tag: "LiveKit", Summary: "Start a browser voice call and get its LiveKit token", Request: webCallRequest{}, Response: liveKitTokenResponse{}},
+		{Method: "GET", Path: "/v1/livekit/health", Auth: authUser, Scope: "calls:read", Handle: s.handleLiveKitHealth, Tag: "LiveKit", Summary: "LiveKit configuration check: configured, reachable, credentials accepted", Response: calls.LiveKitHealth{}},
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/parleyhq/parley/accounts"
 	"github.com/parleyhq/parley/agents"
+	"github.com/parleyhq/parley/calls"
 	"github.com/parleyhq/parley/httpapi/ratelimit"
 	"github.com/parleyhq/parley/knowledge"
 )
@@ -109,6 +110,7 @@ type Deps struct {
 	Accounts  *accounts.Service
 	Agents    *agents.Service
 	Knowledge *knowledge.Service
+	Calls     *calls.Service // /v1/calls and /v1/livekit; nil: those routes answer 503
 	Limiter   *ratelimit.Limiter
 	Ready     []ReadyCheck
 	Version   string

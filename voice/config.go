@@ -153,6 +153,15 @@ type Config struct {
 	// time. Its WriteFrame is called from the engine's goroutines, never concurrently,
 	// and must return promptly (encode and queue; never wait on the network): the next
 	// frame is due 20 ms later. Required.
+	//
+	// If Output also implements audio.Flusher (a WebRTC track with a send queue, say),
+	// the engine calls Flush whenever it stops the agent with audio still to play: the
+	// tentative pause at the first sign of caller speech, a barge-in, the end of the
+	// call. Flush comes after the last WriteFrame has returned and before the next one
+	// begins, never concurrently with it, so nothing written before the stop is sent
+	// after it. A pause that the caller's speech does not confirm resumes from where the
+	// engine paused: what Flush dropped (the frame or two the queue held) is not
+	// written again.
 	Output audio.Writer
 	// OutputRate of the frames written to Output. Default 48000 (WebRTC's Opus rate);
 	// Twilio and SIP want 8000.

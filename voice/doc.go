@@ -8,9 +8,12 @@
 //   - voice activity detection (voice/vad) and streaming recognition (voice/stt);
 //   - turn-taking: an adaptive end-of-turn delay that is short after a complete
 //     sentence and long after "and", "um" or a comma (turn.go);
-//   - barge-in: caller speech over the agent pauses it within a frame, and either
-//     interrupts it (the reply is cancelled and the history keeps only what was heard)
-//     or, for a cough or an "mm-hm", lets it resume where it paused;
+//   - barge-in: the first sign of caller speech over the agent (40 ms of loud, voiced
+//     sound, long before the VAD's own 200 ms onset) pauses it at once and flushes the
+//     transport's send queue; if the VAD drops that onset (a click, a bump) playback
+//     resumes, and if it confirms speech, that speech either interrupts the agent (the
+//     reply is cancelled and the history keeps only what was heard) or, for a cough or
+//     an "mm-hm", lets it resume where it paused;
 //   - the model (voice/llm) with knowledge retrieval and tools: HTTP functions, and the
 //     built-ins end_call and transfer_call; a filler phrase covers slow tools;
 //   - speech (voice/tts), streamed sentence by sentence, the first piece cut at a clause

@@ -27,16 +27,19 @@ var errCleared = errors.New("voice: playout cleared")
 // 10 ms on average (up to 20) off every reply's latency; receivers' jitter buffers
 // don't mind a stream that starts at an arbitrary moment.
 type playout struct {
-	out    audio.Writer
-	rate   int
-	frameN int
-	clock  audio.Clock
-	notes  chan<- note
-	quit   <-chan struct{}
-	wg     *sync.WaitGroup
+	out audio.Writer
+	// flusher is out as an audio.Flusher, if it is one: its queue is dropped when
+	// playback stops with audio still to play.
+	flusher audio.Flusher
+	rate    int
+	frameN  int
+	clock   audio.Clock
+	notes   chan<- note
+	quit    <-chan struct{}
+	wg      *sync.WaitGroup
 
 	// outMu serialises producing and writing frames (ticks and the first frame of a
-	// spurt). It is taken before mu.
+	// spurt), and orders a flush after the last write. It is taken before mu.
 	outMu sync.Mutex
 	frame []int16
 
@@ -99,8 +102,9 @@ func newPlayout(out audio.Writer, rate int, buffer time.Duration, clock audio.Cl
 	frameN := int(int64(rate) * int64(frameDuration) / int64(time.Second))
 	size := int(int64(rate) * int64(buffer) / int64(time.Second))
 	size = max(size, 4*frameN)
+	fl, _ := out.(audio.Flusher)
 	return &playout{
-		out: out, rate: rate, frameN: frameN, clock: clock, notes: notes, quit: quit, wg: wg,
+		out: out, flusher: fl, rate: rate, frameN: frameN, clock: clock, notes: notes, quit: quit, wg: wg,
 		frame: make([]int16, frameN),
 		ring:  make([]int16, size),
 		space: make(chan struct{}, 1),
@@ -208,13 +212,22 @@ func (p *playout) settle(notes []note, at time.Time) []note {
 	return notes
 }
 
-// pause stops playback at the next tick, keeping the audio. It reports whether
-// anything was queued.
+// pause stops playback, keeping the audio: a frame being written when it is called is
+// the last, and none follows until resume. It reports whether anything was queued;
+// if so, the Output's own queue is flushed after that last frame.
 func (p *playout) pause() bool {
+	// outMu first: a tick writing a frame now finishes before the flush, and the next
+	// one sees paused.
+	p.outMu.Lock()
+	defer p.outMu.Unlock()
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.paused = true
-	return len(p.segs) > 0
+	queued := len(p.segs) > 0
+	p.mu.Unlock()
+	if queued {
+		p.flushOut()
+	}
+	return queued
 }
 
 // resume continues playback where pause left it.
@@ -237,12 +250,17 @@ func (p *playout) busy() bool {
 	return len(p.segs) > 0
 }
 
-// clear drops all queued audio at once (the frame being written, if any, is the last)
-// and returns how much of each segment had played. Writers of the old audio get
-// errCleared, and replies up to through may not queue more.
+// clear drops all queued audio at once (the frame being written, if any, is the last,
+// and the Output's queue is flushed after it if audio was cut) and returns how much of
+// each segment had played. Writers of the old audio get errCleared, and replies up to
+// through may not queue more.
 func (p *playout) clear(through uint64) []segPlayed {
+	p.outMu.Lock()
 	p.mu.Lock()
 	p.dead = max(p.dead, through)
+	// Only audio cut short is flushed: when everything has played (a goodbye before
+	// end_call), the Output's queue holds its last words, which must still go out.
+	cut := len(p.segs) > 0
 	out := make([]segPlayed, 0, len(p.segs))
 	for _, s := range p.segs {
 		played := min(max(p.rpos-s.start, 0), s.n)
@@ -255,6 +273,10 @@ func (p *playout) clear(through uint64) []segPlayed {
 	p.paused = false
 	old := p.stopSpurtLocked()
 	p.mu.Unlock()
+	if cut {
+		p.flushOut()
+	}
+	p.outMu.Unlock()
 	p.signalSpace()
 	p.stopAsync(old)
 	return out
@@ -437,6 +459,14 @@ func (p *playout) idleTailLocked() bool {
 		}
 	}
 	return true
+}
+
+// flushOut drops what the Output has queued, if it can. Called with outMu held, so no
+// frame is being written.
+func (p *playout) flushOut() {
+	if p.flusher != nil {
+		p.flusher.Flush()
+	}
 }
 
 // writeOut hands the produced frame to Output. Called with outMu held.

@@ -67,6 +67,7 @@ type Session struct {
 	inRes    *audio.Resampler
 	inFrames *audio.Reframer
 	vad      *vad.Detector
+	onset    onsetTracker
 	stream   stt.Stream
 	sttErr   bool
 
@@ -75,8 +76,11 @@ type Session struct {
 	// then does it need a note on every frame of speech (not just speech start and
 	// end), so only then does WriteFrame wake it 50 times a second.
 	judging atomic.Bool
-	notes   chan note
-	play    *playout
+	// onsetWatch is set while the agent has the floor and barge-in is on: only then
+	// does WriteFrame tell the control loop about speech onsets (onsetTracker).
+	onsetWatch atomic.Bool
+	notes      chan note
+	play       *playout
 
 	histMu  sync.Mutex
 	history []llm.Message
@@ -99,8 +103,100 @@ const (
 
 // input is one processed frame of caller audio, as the control loop sees it.
 type input struct {
-	res vad.Result
-	at  time.Time
+	res   vad.Result
+	at    time.Time
+	onset onsetKind
+}
+
+// onsetKind is what the onset tracker made of a frame.
+type onsetKind uint8
+
+const (
+	onsetNone onsetKind = iota
+	// onsetBegin: the first sign of speech, well before the VAD's SpeechStart.
+	onsetBegin
+	// onsetFizzle: the onset reported earlier came to nothing: the VAD dropped it, and
+	// no SpeechStart will follow from it.
+	onsetFizzle
+)
+
+// onsetTracker spots the first sign of caller speech in the VAD's per-frame verdicts,
+// long before the Detector's SpeechStart (which waits MinSpeech, 200 ms by default, to
+// rule out clicks and coughs), so that the agent stops talking over the caller at once;
+// and it tells when such an onset has come to nothing, so that the agent can go on.
+// Input side only (inMu).
+//
+// An onset is OnsetFrames frames in a row that the classifier calls speech and that
+// are louder than onsetFloorDBFS (see onsetFrames for the numbers). Its end mirrors
+// the Detector's own onset logic, which counts the frames the classifier flags (and
+// its energy gate lets through), forgives one frame that does not count and starts
+// over after two in a row: the tracker reports a fizzle on exactly the frame where the
+// Detector starts over. So every onset reported is followed either by SpeechStart or by
+// a fizzle, never both, and a fizzle never precedes a SpeechStart of the same sound.
+type onsetTracker struct {
+	frames int     // the run that makes an onset; 0: never
+	floor  float32 // dBFS each frame of the run must reach
+	gate   float32 // the Detector's energy gate, in dBFS; 0: none
+	run    int     // frames in a row voiced and above floor
+	gap    int     // frames in a row the Detector's onset count would not take
+	sent   bool    // an onset was reported; neither SpeechStart nor a fizzle followed yet
+}
+
+func newOnsetTracker(frames int, vc vad.Config) onsetTracker {
+	o := onsetTracker{frames: frames, floor: onsetFloorDBFS, gate: float32(vc.EnergyGateDBFS)}
+	if o.gate != 0 {
+		// A frame the Detector will not count cannot start speech.
+		o.floor = max(o.floor, o.gate)
+	}
+	return o
+}
+
+// step takes the Detector's verdict on the latest frame; watch says whether an onset
+// matters now (the agent has the floor). It returns what to tell the control loop.
+func (o *onsetTracker) step(res vad.Result, watch bool) onsetKind {
+	if o.frames == 0 {
+		return onsetNone
+	}
+	if res.Speech || res.Event == vad.SpeechEnd {
+		// In speech (SpeechStart took over any onset), or just out of it: the
+		// Detector's onset count starts afresh.
+		o.run, o.gap, o.sent = 0, 0, false
+		return onsetNone
+	}
+	if res.FrameSpeech && (o.gate == 0 || res.LevelDBFS >= o.gate) {
+		o.gap = 0
+	} else {
+		o.gap++
+	}
+	if res.FrameSpeech && res.LevelDBFS >= o.floor {
+		o.run++
+	} else {
+		o.run = 0
+	}
+	switch {
+	case o.sent && o.gap > 1:
+		o.sent = false
+		return onsetFizzle
+	case !o.sent && watch && o.run >= o.frames:
+		// watch is read on every frame of the run: a reply that starts mid-onset is
+		// paused on the next voiced frame.
+		o.sent = true
+		return onsetBegin
+	}
+	return onsetNone
+}
+
+// onsetPause is the tentative pause at the first sign of caller speech over the agent
+// (control loop only).
+type onsetPause struct {
+	on   bool
+	at   time.Time // when playback paused
+	held bool      // audio was queued: the caller heard the agent stop
+	// frameAt and frameOff are the clock time and stream offset of the frame that
+	// made the onset: the anchor, closer to the speech than SpeechStart's own frame,
+	// from which a SpeechStart that follows dates the speech.
+	frameAt  time.Time
+	frameOff time.Duration
 }
 
 // loopState is owned by the control loop goroutine.
@@ -116,6 +212,7 @@ type loopState struct {
 	replyID  uint64
 	cand     *candidate
 	reprompt bool // the silence reprompt was said and nothing heard since
+	onset    onsetPause
 
 	endpoint, silence, maxDur, sttWait clockTimer
 }
@@ -160,8 +257,12 @@ type candidate struct {
 }
 
 type sessionCounters struct {
-	turns, bargeIns, falseInterruptions atomic.Int64
+	turns, bargeIns, falseInterruptions, falseOnsets atomic.Int64
 }
+
+// falseOnsetKind labels fizzled onset pauses in the interruptions metric, next to
+// BargeIn and FalseInterruption.
+const falseOnsetKind = "false_onset"
 
 // NewSession validates cfg and prepares a session. Nothing runs until Start.
 func NewSession(cfg Config) (*Session, error) {
@@ -191,6 +292,7 @@ func NewSession(cfg Config) (*Session, error) {
 	for _, f := range cfg.Agent.Functions {
 		s.funcs[f.Name] = f
 	}
+	s.onset = newOnsetTracker(s.th.OnsetFrames, cfg.VAD)
 	var miss1, miss2 []string
 	s.systemPrompt, miss1 = substitute(cfg.Agent.SystemPrompt, cfg.Variables)
 	s.systemPrompt = strings.TrimSpace(s.systemPrompt) + voiceGuidance
@@ -325,6 +427,12 @@ type Stats struct {
 	Turns              int64
 	BargeIns           int64
 	FalseInterruptions int64
+	// FalseOnsets counts tentative pauses at the first sign of caller speech that the
+	// VAD did not confirm (a click, a bump, a breath): the agent stopped for a moment
+	// and went on where it paused. Only pauses with agent audio queued count, the ones
+	// the caller could hear; an onset the VAD confirms becomes a barge-in or a false
+	// interruption and is counted there.
+	FalseOnsets int64
 }
 
 // Stats returns a snapshot; safe from any goroutine.
@@ -334,6 +442,7 @@ func (s *Session) Stats() Stats {
 		Turns:              s.stats.turns.Load(),
 		BargeIns:           s.stats.bargeIns.Load(),
 		FalseInterruptions: s.stats.falseInterruptions.Load(),
+		FalseOnsets:        s.stats.falseOnsets.Load(),
 	}
 }
 
@@ -406,9 +515,11 @@ func (s *Session) processFrame(f audio.Frame) error {
 			s.log.Warn("voice: stt flush failed", "err", err)
 		}
 	}
-	in := input{res: res, at: s.clock.Now()}
+	kind := s.onset.step(res, s.onsetWatch.Load())
+	in := input{res: res, at: s.clock.Now(), onset: kind}
 	switch {
-	case res.Event != vad.EventNone:
+	case res.Event != vad.EventNone || kind != onsetNone:
+		// Never dropped: a lost fizzle would leave the agent paused.
 		select {
 		case s.inCh <- in:
 		case <-s.quit:
@@ -586,10 +697,26 @@ func (s *Session) onSilence() {
 func (s *Session) onInput(in input) {
 	l := &s.loop
 	res := in.res
+	switch in.onset {
+	case onsetBegin:
+		s.pauseAtOnset(in)
+		return
+	case onsetFizzle:
+		s.onsetFizzled()
+		return
+	}
 	switch res.Event {
 	case vad.SpeechStart:
-		// The VAD reports where the speech began; translate to the clock.
-		seg := &speechSeg{start: res.SpeechStartedAt, end: -1, startAt: in.at.Add(res.SpeechStartedAt - res.Offset)}
+		// The VAD reports where the speech began; translate to the clock, from the
+		// onset's frame if it paused the agent (so the speech is dated before the pause
+		// however the frames since were delivered).
+		o := l.onset
+		l.onset = onsetPause{}
+		at, off := in.at, res.Offset
+		if o.on {
+			at, off = o.frameAt, o.frameOff
+		}
+		seg := &speechSeg{start: res.SpeechStartedAt, end: -1, startAt: at.Add(res.SpeechStartedAt - off)}
 		s.addSeg(seg)
 		l.silence.stop()
 		if l.reply != nil {
@@ -597,12 +724,21 @@ func (s *Session) onInput(in input) {
 				seg.kind = segIgnored
 				return
 			}
-			// Caller speech over the agent: stop talking over them at once, then judge.
+			// Caller speech over the agent: stop talking over them (if the onset pause
+			// has not already), then judge.
 			seg.kind = segOverlap
-			s.setCand(&candidate{seg: seg, pausedAt: s.clock.Now()})
-			s.play.pause()
+			pausedAt := o.at
+			if !o.on {
+				pausedAt = s.clock.Now()
+				s.play.pause()
+			}
+			s.setCand(&candidate{seg: seg, pausedAt: pausedAt})
 			s.judge(in.at, res.Offset-res.SpeechStartedAt, res.FrameSpeech)
 			return
+		}
+		if o.on {
+			// Not reached (finishReply resumes), but a pause must never outlive its reply.
+			s.play.resume()
 		}
 		s.joinTurn(seg)
 	case vad.SpeechEnd:
@@ -632,6 +768,40 @@ func (s *Session) onInput(in input) {
 	default:
 		if l.cand != nil && res.Speech {
 			s.judge(in.at, res.Offset-res.SpeechStartedAt, res.FrameSpeech)
+		}
+	}
+}
+
+// pauseAtOnset: the first sign of caller speech while the agent has the floor. The
+// agent stops talking over them now, tentatively; a SpeechStart that follows judges
+// from this pause, a fizzle lifts it.
+func (s *Session) pauseAtOnset(in input) {
+	l := &s.loop
+	if s.th.OnsetFrames == 0 || l.reply == nil || l.cand != nil || l.onset.on {
+		return
+	}
+	l.onset = onsetPause{on: true, at: s.clock.Now(), frameAt: in.at, frameOff: in.res.Offset}
+	l.onset.held = s.play.pause()
+}
+
+// onsetFizzled: the VAD dropped the onset without reporting speech. Playback resumes
+// where it paused. Only pauses the caller could hear (audio was queued) are counted,
+// in Stats.FalseOnsets and in the interruptions metric (kind "false_onset"), and no
+// event is emitted: a click is not part of the conversation, a call from a noisy
+// place would produce dozens, and what a dashboard wants is their rate, next to the
+// barge-ins and false interruptions.
+func (s *Session) onsetFizzled() {
+	l := &s.loop
+	o := l.onset
+	if !o.on {
+		return
+	}
+	l.onset = onsetPause{}
+	s.play.resume()
+	if o.held {
+		s.stats.falseOnsets.Add(1)
+		if s.cfg.Metrics != nil {
+			s.cfg.Metrics.interruptions.WithLabelValues(falseOnsetKind).Inc()
 		}
 	}
 }
@@ -670,6 +840,13 @@ func (s *Session) joinTurn(seg *speechSeg) {
 		t.speechEndedAt = seg.endAt
 		s.scheduleEndpoint()
 	}
+}
+
+// setReply sets (or clears) the reply that has the floor, and with it whether the
+// input side reports speech onsets.
+func (s *Session) setReply(r *reply) {
+	s.loop.reply = r
+	s.onsetWatch.Store(r != nil && s.th.OnsetFrames > 0)
 }
 
 // setCand sets (or clears) the speech over the agent being judged.
@@ -755,7 +932,8 @@ func (s *Session) interruptReply() string {
 			sr.total = max(p.total, s.estimateSamples(sr.text))
 		}
 	}
-	l.reply = nil
+	s.setReply(nil)
+	l.onset = onsetPause{} // clear lifted it
 	s.setCand(nil)
 	return s.commit(r, true)
 }
@@ -873,7 +1051,7 @@ func (s *Session) newReply(turn int) *reply {
 	l.replyID++
 	ctx, cancel := context.WithCancel(s.ctx)
 	r := &reply{id: l.replyID, turn: turn, ctx: ctx, cancel: cancel}
-	l.reply = r
+	s.setReply(r)
 	l.silence.stop()
 	return r
 }
@@ -974,8 +1152,12 @@ func (s *Session) afterTranscript(seg *speechSeg, now time.Time) {
 		}
 		// Short, but said something ("Stop!", "No, wait"): an interruption after all.
 		if seg.end >= 0 && seg.finals > 0 && l.reply != nil && words >= s.th.MinWords {
-			s.setCand(&candidate{seg: seg, pausedAt: s.clock.Now()})
-			s.play.pause()
+			pausedAt := l.onset.at
+			if !l.onset.on {
+				pausedAt = s.clock.Now()
+				s.play.pause()
+			}
+			s.setCand(&candidate{seg: seg, pausedAt: pausedAt})
 			s.bargeIn(now)
 		}
 	}
@@ -1130,7 +1312,13 @@ func (s *Session) emitLedger(r *reply) {
 // finishReply: the reply has been said in full.
 func (s *Session) finishReply(r *reply) {
 	l := &s.loop
-	l.reply = nil
+	s.setReply(nil)
+	if l.onset.on {
+		// Paused at an onset with nothing left to play (the reply ended without
+		// audio): the next reply must not start paused.
+		l.onset = onsetPause{}
+		s.play.resume()
+	}
 	r.cancel()
 	s.commit(r, false)
 	s.emitLedger(r)

@@ -110,9 +110,13 @@ func endpointDelay(c completeness, lo, hi time.Duration) time.Duration {
 
 // interruptThresholds are what InterruptionSensitivity maps to.
 //
-// Caller speech over the agent goes through two gates. The VAD's own onset (200 ms of
-// speech by default, its MinSpeech) pauses playback at once: the agent stops talking
-// over the caller within one frame. Then:
+// Caller speech over the agent goes through three gates. The first sign of speech
+// (OnsetFrames voiced frames in a row, each louder than onsetFloorDBFS) pauses
+// playback at once, tentatively: the agent stops talking over the caller within a
+// frame or two of their first sound. If the VAD then drops that onset without
+// reporting speech (a click, a bump, a breath: its run of speech frames broke),
+// playback resumes where it paused. If the VAD's own onset follows (200 ms of speech
+// by default, its MinSpeech), the pause stays and:
 //
 //   - if the speech goes on for MinSpeech, it is a barge-in: the reply is cancelled and
 //     cut to what was played;
@@ -126,18 +130,49 @@ func endpointDelay(c completeness, lo, hi time.Duration) time.Duration {
 // Sensitivity s in (0, 1] sets MinSpeech = 200 ms + (1-s) × 1000 ms: 1 interrupts at
 // the VAD onset itself, the default 0.5 after 700 ms (about two syllables beyond a
 // backchannel, which rarely lasts 600 ms), 0.1 after 1.1 s. MinWords is 1 for s ≥ 0.67,
-// 2 for s ≥ 0.34, else 3. Sensitivity 0 turns barge-in off: the agent never pauses
-// and caller speech while it talks is ignored.
+// 2 for s ≥ 0.34, else 3. OnsetFrames does not scale (see onsetFrames): pausing is not
+// yielding the floor, only not talking over the caller while deciding whether to, and
+// the time budget for it is the same at every sensitivity. Sensitivity 0 turns barge-in
+// off: OnsetFrames is 0, the agent never pauses and caller speech while it talks is
+// ignored.
 type interruptThresholds struct {
 	Enabled        bool
 	MinSpeech      time.Duration
 	BackchannelMax time.Duration
 	MinWords       int
+	// OnsetFrames is the run of voiced frames that pauses playback; 0 never pauses.
+	OnsetFrames int
 }
 
 // backchannelMax: nobody says "mm-hm" for a second and a half; past that the caller
 // is talking, whatever the recogniser heard so far.
 const backchannelMax = 1500 * time.Millisecond
+
+// The onset pause. The requirement is that the agent's audio stops within 150 ms of the
+// caller's first sound, measured at the caller through a WebRTC room, and the network
+// and the jitter buffers on the way in and out take 30-60 ms of that. The engine's part
+// is: the frame in which speech begins (up to 20 ms, since the sound may start anywhere
+// in it), OnsetFrames frames to decide, then the one frame that may already be on its
+// way out (20 ms; the Output is flushed after it, see audio.Flusher).
+const (
+	// onsetFrames: 2 frames, 40 ms of voice. With it the engine's part is 60-80 ms, which
+	// leaves 70-90 ms for the network: enough at the top of its range. 3 frames would
+	// leave 50-70 ms, too little on a slow path. 1 frame would pause on every click:
+	// WebRTC's classifier flags single frames of noise readily, and holds its flag for
+	// its overhang (60 ms or more) after each, so one frame says little. 40 ms of loud,
+	// voiced sound is shorter than any syllable's onset but longer than a click, a key or
+	// a pop (5-20 ms).
+	onsetFrames = 2
+	// onsetFloorDBFS: each frame of the run must reach -45 dBFS RMS. Speech on a phone
+	// or WebRTC line sits around -20 to -30 dBFS and the first 20 ms of a word reaches
+	// -30 to -42 (measured on the test fixtures, whose levels are set like a phone's);
+	// a floor 20 dB under speech admits every real onset in its first frame or two,
+	// while it keeps out what the classifier calls speech but is not loud: the silent
+	// frames of its overhang after a click (so a one-frame click cannot make a run of
+	// two), distant voices, a TV in the next room, residual echo. The VAD's own energy
+	// gate, if higher, applies instead: a frame it will not count cannot start speech.
+	onsetFloorDBFS = -45
+)
 
 func thresholdsFor(s float64) interruptThresholds {
 	if s <= 0 {
@@ -149,6 +184,7 @@ func thresholdsFor(s float64) interruptThresholds {
 		MinSpeech:      200*time.Millisecond + time.Duration((1-s)*float64(time.Second)),
 		BackchannelMax: backchannelMax,
 		MinWords:       3,
+		OnsetFrames:    onsetFrames,
 	}
 	switch {
 	case s >= 0.67:

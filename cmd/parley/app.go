@@ -17,6 +17,7 @@ import (
 
 	"github.com/parleyhq/parley/accounts"
 	"github.com/parleyhq/parley/agents"
+	"github.com/parleyhq/parley/calls"
 	"github.com/parleyhq/parley/httpapi"
 	"github.com/parleyhq/parley/httpapi/ratelimit"
 	"github.com/parleyhq/parley/internal/crypt"
@@ -25,6 +26,9 @@ import (
 	"github.com/parleyhq/parley/internal/lkserver"
 	"github.com/parleyhq/parley/internal/safehttp"
 	"github.com/parleyhq/parley/knowledge"
+	"github.com/parleyhq/parley/voice"
+	"github.com/parleyhq/parley/voice/livekit"
+	"github.com/parleyhq/parley/voice/livekit/dispatch"
 )
 
 // role selects what a process runs.
@@ -47,6 +51,8 @@ type app struct {
 	accounts *accounts.Service
 	agents   *agents.Service
 	know     *knowledge.Service
+	calls    *calls.Service
+	voice    *dispatch.Worker // nil without LiveKit or in an API-only process
 	jobs     *jobs.Client
 	api      *httpapi.Server
 	stopOnce sync.Once
@@ -126,8 +132,52 @@ func newApp(ctx context.Context, cfg appConfig, r role, log *slog.Logger) (*app,
 		store = ratelimit.NewRedisStore(a.redis, "")
 	}
 
+	var rooms calls.Rooms
+	if cfg.LiveKit.URL != "" {
+		lk, err := calls.NewLiveKit(calls.LiveKitConfig{URL: cfg.LiveKit.URL, APIKey: cfg.LiveKit.APIKey,
+			APISecret: cfg.LiveKit.APISecret, AgentName: cfg.Voice.AgentName})
+		if err != nil {
+			return nil, err
+		}
+		rooms = lk
+	}
+	if a.calls, err = calls.New(a.pool, calls.Config{Rooms: rooms, Logger: log}); err != nil {
+		return nil, err
+	}
+	if r.Workers && cfg.LiveKit.URL != "" {
+		// Provider base URLs and tool URLs are user-configured: the guarded client. The
+		// adapters bound each stage themselves (first token, first byte, stalls); the
+		// overall bound only has to exceed the longest honest exchange, a model's answer
+		// streamed to the end, which 2 minutes does.
+		vcfg := cfg.SafeHTTP
+		vcfg.Timeout = 2 * time.Minute
+		vguard, err := safehttp.New(vcfg)
+		if err != nil {
+			return nil, err
+		}
+		metrics, err := voice.NewMetrics(a.registry)
+		if err != nil {
+			return nil, err
+		}
+		livekit.SetSDKLogger(slog.New(warnOnly{log.Handler()}).With("component", "livekit"))
+		runner := &calls.Runner{
+			Calls: a.calls,
+			Engine: &calls.Engine{Agents: a.agents, Knowledge: a.know, Defaults: cfg.Voice.Providers,
+				HTTPClient: vguard.HTTPClient(), Metrics: metrics, Logger: log},
+			Logger: log,
+		}
+		a.voice, err = dispatch.New(dispatch.Config{
+			URL: cfg.LiveKit.URL, APIKey: cfg.LiveKit.APIKey, APISecret: cfg.LiveKit.APISecret,
+			AgentName: cfg.Voice.AgentName, Version: version,
+			MaxJobs: cfg.Voice.MaxSessions, MaxLoad: cfg.Voice.MaxLoad, Logger: log,
+		}, runner.HandleJob)
+		if err != nil {
+			return nil, err
+		}
+	}
+
 	workers := river.NewWorkers()
-	river.AddWorker(workers, &maintenanceWorker{accounts: a.accounts, pool: a.pool, log: log})
+	river.AddWorker(workers, &maintenanceWorker{accounts: a.accounts, calls: a.calls, pool: a.pool, log: log})
 	a.know.AddWorkers(workers)
 	periodic := []*river.PeriodicJob{
 		river.NewPeriodicJob(river.PeriodicInterval(10*time.Minute),
@@ -158,7 +208,7 @@ func newApp(ctx context.Context, cfg appConfig, r role, log *slog.Logger) (*app,
 			ready = append(ready, httpapi.ReadyCheck{Name: "redis", Check: func(ctx context.Context) error { return a.redis.Ping(ctx).Err() }})
 		}
 		a.api, err = httpapi.New(cfg.HTTP, httpapi.Deps{
-			Logger: log, Registry: a.registry, Accounts: a.accounts, Agents: a.agents, Knowledge: a.know,
+			Logger: log, Registry: a.registry, Accounts: a.accounts, Agents: a.agents, Knowledge: a.know, Calls: a.calls,
 			Limiter: limiter, Ready: ready, Version: version,
 		})
 		if err != nil {
@@ -182,23 +232,54 @@ func (a *app) Run(ctx context.Context, onReady func(addr string)) error {
 	if _, err := a.know.UpgradeLocalEmbedders(ctx); err != nil {
 		a.log.Warn("knowledge: embedder upgrade", "err", err)
 	}
+	if a.voice != nil {
+		// Start's ctx bounds only the first registration; the worker then lives until
+		// drained or stopped, so SIGTERM (which cancels ctx) cannot cut live calls.
+		if err := a.voice.Start(ctx); err != nil {
+			return fmt.Errorf("voice worker: %w", err)
+		}
+		a.log.Info("voice worker registered with LiveKit", "worker_id", a.voice.ID(), "agent_name", a.cfg.Voice.AgentName)
+	}
+	var err error
 	if a.api == nil {
 		if onReady != nil {
 			onReady("")
 		}
 		<-ctx.Done()
-		return nil
+	} else {
+		err = a.api.ListenAndServe(ctx, onReady)
+		if errors.Is(err, context.Canceled) {
+			err = nil
+		}
 	}
-	err := a.api.ListenAndServe(ctx, onReady)
-	if errors.Is(err, context.Canceled) {
-		err = nil
-	}
+	a.drain()
 	return err
+}
+
+// drain lets live calls end on their own: the worker takes no new ones (LiveKit
+// dispatches new rooms to other workers) and waits up to the drain timeout, then cuts
+// what is left.
+func (a *app) drain() {
+	if a.voice == nil {
+		return
+	}
+	n := a.voice.Running()
+	a.log.Info("voice worker draining", "live_calls", n, "timeout", a.cfg.Voice.DrainTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.Voice.DrainTimeout)
+	defer cancel()
+	if err := a.voice.Drain(ctx); err != nil {
+		a.log.Warn("voice worker: drain timed out; ending the remaining calls", "live_calls", a.voice.Running())
+	}
+	a.voice.Stop()
+	a.log.Info("voice worker drained")
 }
 
 // Stop releases everything in reverse order; safe to call twice.
 func (a *app) Stop() {
 	a.stopOnce.Do(func() {
+		if a.voice != nil {
+			a.voice.Stop()
+		}
 		if a.jobs != nil {
 			a.jobs.Stop()
 		}
@@ -213,3 +294,14 @@ func (a *app) Stop() {
 		}
 	})
 }
+
+// warnOnly passes on warnings and errors only: the LiveKit SDK and pion log every
+// signalling step and ICE state change at info level.
+type warnOnly struct{ slog.Handler }
+
+func (h warnOnly) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelWarn && h.Handler.Enabled(ctx, l)
+}
+
+func (h warnOnly) WithAttrs(as []slog.Attr) slog.Handler { return warnOnly{h.Handler.WithAttrs(as)} }
+func (h warnOnly) WithGroup(n string) slog.Handler      { return warnOnly{h.Handler.WithGroup(n)} }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/accounts"
+	"github.com/parleyhq/parley/calls"
 	"github.com/parleyhq/parley/httpapi"
 	"github.com/parleyhq/parley/internal/config"
 	"github.com/parleyhq/parley/internal/db"
@@ -26,12 +27,23 @@ type appConfig struct {
 	SecretKey string // PARLEY_SECRET_KEY: AES-256 key for secrets at rest
 	RedisURL  string
 	LiveKit   liveKitConfig
+	Voice     voiceConfig
 	LogLevel  slog.Level
 	LogFormat string
 }
 
 type liveKitConfig struct {
 	URL, APIKey, APISecret string
+}
+
+// voiceConfig is what a worker needs to hold calls: how many, and the providers'
+// server-wide defaults.
+type voiceConfig struct {
+	AgentName    string
+	MaxSessions  int
+	MaxLoad      float64
+	DrainTimeout time.Duration
+	Providers    calls.ProviderDefaults
 }
 
 // loadConfig reads every setting. dev switches the defaults that suit a local sandbox
@@ -62,11 +74,13 @@ func loadConfig(env *config.Env, dev bool) (appConfig, error) {
 
 	c.HTTP.MaxUploadBytes = int64(env.Int("PARLEY_KB_MAX_UPLOAD_BYTES", 20<<20, "knowledge-base file upload limit in bytes (413 above it)"))
 	c.Knowledge.MaxUploadBytes = c.HTTP.MaxUploadBytes
+	openaiBase := env.String("PARLEY_OPENAI_BASE_URL", "", "default base URL of OpenAI-compatible endpoints (embeddings, LLM, STT, TTS), e.g. http://localhost:11434/v1 for Ollama")
+	openaiKey := env.String("PARLEY_OPENAI_API_KEY", "", "default API key of OpenAI-compatible endpoints")
 	c.Knowledge.DefaultEmbedder = knowledge.EmbedderSpec{
 		Provider: env.String("PARLEY_EMBEDDER", "local", "default embedder of new knowledge bases: local (built in, offline) or openai (any OpenAI-compatible /embeddings endpoint)"),
 		Model:    env.String("PARLEY_EMBEDDING_MODEL", "", "embedding model for PARLEY_EMBEDDER=openai (default text-embedding-3-small)"),
-		BaseURL:  env.String("PARLEY_OPENAI_BASE_URL", "", "default base URL of OpenAI-compatible endpoints (embeddings; later LLM, STT, TTS), e.g. http://localhost:11434/v1 for Ollama"),
-		APIKey:   env.String("PARLEY_OPENAI_API_KEY", "", "default API key of OpenAI-compatible endpoints"),
+		BaseURL:  openaiBase,
+		APIKey:   openaiKey,
 		Dimensions: env.Int("PARLEY_EMBEDDING_DIMENSIONS", 0,
 			"embedding size: local embedder (default 384), or the dimensions parameter sent to OpenAI-compatible models (0: native size)"),
 	}
@@ -82,6 +96,23 @@ func loadConfig(env *config.Env, dev bool) (appConfig, error) {
 	c.LiveKit.URL = env.String("PARLEY_LIVEKIT_URL", "", "LiveKit server URL (ws:// or wss://); `parley dev` runs a managed one")
 	c.LiveKit.APIKey = env.String("PARLEY_LIVEKIT_API_KEY", "", "LiveKit API key")
 	c.LiveKit.APISecret = env.String("PARLEY_LIVEKIT_API_SECRET", "", "LiveKit API secret")
+
+	c.Voice.AgentName = env.String("PARLEY_AGENT_NAME", "parley", "the agent name workers register with LiveKit's dispatcher (rooms are dispatched to it by name)")
+	c.Voice.MaxSessions = env.Int("PARLEY_VOICE_MAX_SESSIONS", 100, "live calls a worker takes at most; above it LiveKit dispatches to other workers")
+	c.Voice.MaxLoad = env.Float("PARLEY_VOICE_MAX_LOAD", 0.8, "a worker refuses new calls while its CPU load (0 to 1, of its GOMAXPROCS) is at or above this")
+	c.Voice.DrainTimeout = env.Duration("PARLEY_DRAIN_TIMEOUT", time.Hour, "on SIGTERM a worker takes no new calls and waits this long for live ones to end before cutting them")
+	c.Voice.Providers = calls.ProviderDefaults{
+		OpenAIBaseURL:    openaiBase,
+		OpenAIAPIKey:     openaiKey,
+		LLMModel:         env.String("PARLEY_LLM_MODEL", "", "default chat model of agents (default gpt-4o-mini)"),
+		STTModel:         env.String("PARLEY_STT_MODEL", "", "default transcription model of agents (default whisper-1)"),
+		TTSProvider:      env.String("PARLEY_TTS_PROVIDER", "", "default voice provider of agents: openai, elevenlabs or espeak (default openai when an OpenAI key or base URL is set, else espeak, which needs no key)"),
+		TTSModel:         env.String("PARLEY_TTS_MODEL", "", "default speech model of agents (default tts-1)"),
+		TTSVoice:         env.String("PARLEY_TTS_VOICE", "", "default voice of agents (default alloy)"),
+		DeepgramAPIKey:   env.String("PARLEY_DEEPGRAM_API_KEY", "", "Deepgram key for agents whose STT provider is deepgram and that have no key of their own"),
+		ElevenLabsAPIKey: env.String("PARLEY_ELEVENLABS_API_KEY", "", "ElevenLabs key for agents whose TTS provider is elevenlabs and that have no key of their own"),
+		EspeakFallback:   env.Bool("PARLEY_TTS_ESPEAK_FALLBACK", true, "put espeak-ng behind hosted voices, so a failing voice is heard as a robotic one rather than silence"),
+	}
 
 	level := env.String("PARLEY_LOG_LEVEL", "info", "log level: debug (includes one line per request), info, warn, error")
 	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {

@@ -9,11 +9,13 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/parleyhq/parley/accounts"
+	"github.com/parleyhq/parley/calls"
 	"github.com/parleyhq/parley/httpapi/ratelimit"
 )
 
 // maintenanceArgs is the periodic housekeeping job: expired login sessions and stale
-// rate-limit windows are deleted so those tables stay small.
+// rate-limit windows are deleted so those tables stay small, and calls no worker ever
+// started are failed.
 type maintenanceArgs struct{}
 
 func (maintenanceArgs) Kind() string { return "maintenance" }
@@ -27,6 +29,7 @@ func (maintenanceArgs) InsertOpts() river.InsertOpts {
 type maintenanceWorker struct {
 	river.WorkerDefaults[maintenanceArgs]
 	accounts *accounts.Service
+	calls    *calls.Service
 	pool     *pgxpool.Pool
 	log      *slog.Logger
 }
@@ -40,6 +43,13 @@ func (w *maintenanceWorker) Work(ctx context.Context, job *river.Job[maintenance
 	if err != nil {
 		return err
 	}
-	w.log.Debug("maintenance", "expired_sessions", sessions, "rate_limit_windows", windows)
+	// A web call no worker picked up (none running, or LiveKit dropped the dispatch:
+	// it never retries one) would look live for ever. Five minutes is far past any
+	// dispatch, and past a worker's own wait for its caller.
+	stale, err := w.calls.FailStale(ctx, 5*time.Minute)
+	if err != nil {
+		return err
+	}
+	w.log.Debug("maintenance", "expired_sessions", sessions, "rate_limit_windows", windows, "stale_calls", stale)
 	return nil
 }

@@ -83,6 +83,20 @@ func (e *Env) Int(name string, def int, help string) int {
 	return n
 }
 
+// Float reads a floating-point number.
+func (e *Env) Float(name string, def float64, help string) float64 {
+	v, set := e.get(name, strconv.FormatFloat(def, 'g', -1, 64), help)
+	if !set {
+		return def
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		e.errs = append(e.errs, fmt.Sprintf("%s=%q: not a number", name, v))
+		return def
+	}
+	return f
+}
+
 // Bool reads a boolean (1/true/yes/on, 0/false/no/off).
 func (e *Env) Bool(name string, def bool, help string) bool {
 	v, set := e.get(name, strconv.FormatBool(def), help)

@@ -75,6 +75,9 @@ func (s *Server) URL() string { return "ws://127.0.0.1:" + strconv.Itoa(s.port) 
 // HTTPURL is the server's HTTP (Twirp API) URL.
 func (s *Server) HTTPURL() string { return "http://127.0.0.1:" + strconv.Itoa(s.port) }
 
+// PID is the server process's ID, for reading its CPU and memory use from /proc.
+func (s *Server) PID() int { return s.cmd.Process.Pid }
+
 // Start launches livekit-server on free loopback ports and waits until it answers.
 func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Binary == "" {

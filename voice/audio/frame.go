@@ -33,3 +33,12 @@ type Writer interface {
 type WriterFunc func(f Frame) error
 
 func (fn WriterFunc) WriteFrame(f Frame) error { return fn(f) }
+
+// Flusher is implemented by writers that queue audio downstream of the engine, such as
+// a WebRTC track's send queue. Flush drops whatever is queued and not yet sent.
+//
+// A queue between the engine and the wire holds audio the engine already counts as
+// played: when the agent must stop talking (the caller barged in, the call ended),
+// flushing it is what makes the stop audible at once rather than a queue-length later.
+// Flush must return promptly, and must not call back into the writer's source.
+type Flusher interface{ Flush() }

@@ -58,6 +58,10 @@ type Config struct {
 	CallerWait time.Duration
 	// DisableCaptions stops transcripts from being published to the room.
 	DisableCaptions bool
+	// OnCaller, if set, is called when the caller has joined and can be heard, just
+	// before the session starts (the call record moves to in progress here). An error
+	// ends Run with that error, without starting the session.
+	OnCaller func(identity, kind string) error
 	// Logger; default discards.
 	Logger *slog.Logger
 }
@@ -124,6 +128,7 @@ type Room struct {
 
 	closeOnce sync.Once
 	stats     Stats
+	captions  *captions
 }
 
 // Stats counts what happened in the room.
@@ -141,6 +146,7 @@ const (
 	evParticipantLeft
 	evDisconnected
 	evMute
+	evPublished
 )
 
 type roomEvent struct {
@@ -178,6 +184,11 @@ func Join(ctx context.Context, cfg Config) (*Room, error) {
 	cb.OnParticipantConnected = func(p *lksdk.RemoteParticipant) { r.post(roomEvent{kind: evParticipant, p: p}) }
 	cb.OnParticipantDisconnected = func(p *lksdk.RemoteParticipant) {
 		r.post(roomEvent{kind: evParticipantLeft, p: p, identity: p.Identity()})
+	}
+	cb.OnTrackPublished = func(pub *lksdk.RemoteTrackPublication, p *lksdk.RemoteParticipant) {
+		// Auto-subscribe is off: a microphone published after we saw its participant
+		// must be subscribed to explicitly.
+		r.post(roomEvent{kind: evPublished, p: p, pub: pub})
 	}
 	cb.OnTrackSubscribed = func(t *webrtc.TrackRemote, pub *lksdk.RemoteTrackPublication, p *lksdk.RemoteParticipant) {
 		r.post(roomEvent{kind: evTrack, p: p, track: t, pub: pub})
@@ -268,11 +279,10 @@ func (o *output) Flush() { o.track.ClearQueue() }
 // Run waits for the caller, starts s and holds the call until it ends. s must be
 // configured with Output() and OutputRate(), and not yet started. Run stops s before
 // returning; it does not leave the room (Close does).
-func (r *Room) Run(ctx context.Context, s *voice.Session) (Result, error) {
+func (r *Room) Run(ctx context.Context, s *voice.Session) (res Result, err error) {
 	r.mu.Lock()
 	r.session = s
 	r.mu.Unlock()
-	var res Result
 	defer func() {
 		s.Stop()
 		r.detachInput()
@@ -360,6 +370,11 @@ func (r *Room) Run(ctx context.Context, s *voice.Session) (Result, error) {
 						res.Outcome = Cancelled
 						return res, nil
 					}
+					if r.cfg.OnCaller != nil {
+						if err := r.cfg.OnCaller(res.Caller, res.CallerKind); err != nil {
+							return res, err
+						}
+					}
 					// The caller can hear us and we can hear them: start talking.
 					if err := s.Start(ctx); err != nil {
 						return res, fmt.Errorf("livekit: start session: %w", err)
@@ -371,6 +386,12 @@ func (r *Room) Run(ctx context.Context, s *voice.Session) (Result, error) {
 					continue
 				}
 				setSilence(false)
+			case evPublished:
+				if r.isCaller(e.p) {
+					r.subscribeMic(e.p)
+				} else if r.adopt(e.p) {
+					res.Caller, res.CallerKind = e.p.Identity(), kindName(e.p.Kind())
+				}
 			case evMute:
 				if !r.isCaller(e.p) {
 					continue
@@ -382,12 +403,21 @@ func (r *Room) Run(ctx context.Context, s *voice.Session) (Result, error) {
 			case evParticipantLeft:
 				if r.isCaller(e.p) {
 					res.Outcome = CallerLeft
+					// A deleted room disconnects everyone; the caller's departure may
+					// be reported before our own.
+					switch e.p.DisconnectReason() {
+					case livekit.DisconnectReason_ROOM_DELETED, livekit.DisconnectReason_ROOM_CLOSED:
+						res.Outcome = RoomClosed
+					}
 					return res, nil
 				}
 			case evDisconnected:
-				res.Outcome = Disconnected
-				if e.reason == lksdk.RoomClosed || e.reason == lksdk.ParticipantRemoved {
-					res.Outcome = RoomClosed
+				// The SDK names only some of the server's reasons (a deleted room is
+				// "other reasons"); anything but a failed connection means the server
+				// closed the room or removed the agent on purpose.
+				res.Outcome = RoomClosed
+				if e.reason == lksdk.Failed {
+					res.Outcome = Disconnected
 				}
 				return res, nil
 			}
@@ -497,6 +527,9 @@ func (r *Room) Events(next voice.EventSink) voice.EventSink {
 		return next
 	}
 	c := &captions{r: r, next: next, queue: make(chan caption, 256)}
+	r.mu.Lock()
+	r.captions = c
+	r.mu.Unlock()
 	go c.run()
 	return c
 }
@@ -516,6 +549,10 @@ type captions struct {
 	queue chan caption
 	seq   int
 	once  sync.Once
+	// mu guards queue against a send after close: the session may emit a last
+	// transcript while the room is closing.
+	mu     sync.Mutex
+	closed bool
 }
 
 func (c *captions) HandleEvent(e voice.Event) {
@@ -527,17 +564,31 @@ func (c *captions) HandleEvent(e voice.Event) {
 			c.seq++
 			seg = "agent-" + strconv.Itoa(t.Turn) + "-" + strconv.Itoa(c.seq)
 		}
-		select {
-		case c.queue <- caption{speaker: t.Speaker, text: t.Text, final: t.Final || t.Speaker == voice.SpeakerAgent, segment: seg}:
-		default: // a stalled data channel must not stall the conversation
+		c.mu.Lock()
+		if !c.closed {
+			select {
+			case c.queue <- caption{speaker: t.Speaker, text: t.Text, final: t.Final || t.Speaker == voice.SpeakerAgent, segment: seg}:
+			default: // a stalled data channel must not stall the conversation
+			}
 		}
+		c.mu.Unlock()
 	}
 	if _, ok := e.(*voice.CallEnded); ok {
-		c.once.Do(func() { close(c.queue) })
+		c.close()
 	}
 	if c.next != nil {
 		c.next.HandleEvent(e)
 	}
+}
+
+// close ends run; captions after it are dropped.
+func (c *captions) close() {
+	c.once.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		close(c.queue)
+		c.mu.Unlock()
+	})
 }
 
 func (c *captions) run() {
@@ -560,6 +611,12 @@ func (c *captions) run() {
 // Close leaves the room and releases the tracks. Safe to call twice.
 func (r *Room) Close() {
 	r.closeOnce.Do(func() {
+		r.mu.Lock()
+		c := r.captions
+		r.mu.Unlock()
+		if c != nil {
+			c.close()
+		}
 		r.detachInput()
 		r.room.Disconnect()
 		r.track.Close()
