@@ -117,6 +117,7 @@ func runDev(ctx context.Context, args []string) error {
 		fmt.Printf("  Docs       %s/docs\n", url)
 		if cfg.LiveKit.URL != "" {
 			fmt.Printf("  LiveKit    %s (key %s)\n", cfg.LiveKit.URL, cfg.LiveKit.APIKey)
+			fmt.Printf("  Test call  %s/call (talk to an agent in the browser)\n", url)
 		}
 		fmt.Printf("  Data       %s\n", dir)
 		if created {

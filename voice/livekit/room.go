@@ -75,6 +75,10 @@ const (
 	// CaptionTopic is the text-stream topic LiveKit's client components show as live
 	// transcriptions.
 	CaptionTopic = "lk.transcription"
+	// joinTimeout bounds one connection attempt (signalling, ICE, DTLS). The SDK's
+	// 5 s default is tight for a server busy with a burst of new rooms.
+	joinTimeout  = 15 * time.Second
+	joinAttempts = 3
 )
 
 // Outcome says how a call in a room ended.
@@ -217,19 +221,38 @@ func Join(ctx context.Context, cfg Config) (*Room, error) {
 		r.log.Info("livekit: reconnected")
 	}
 
-	room := lksdk.NewRoom(cb)
-	room.SetLogger(lkLog)
-	// Publishing with the join (WithTrack) saves a signalling round trip, and an
-	// inbound SIP call is answered only once the agent has a track.
-	err = room.JoinWithContextAndToken(ctx, cfg.URL, cfg.Token,
-		lksdk.WithAutoSubscribe(false),
-		lksdk.WithSinglePeerConnection(),
-		lksdk.WithLogger(lkLog),
-		lksdk.WithTrack(track, &lksdk.TrackPublicationOptions{Name: "agent-voice", Source: livekit.TrackSource_MICROPHONE}),
-	)
-	if err != nil {
+	// Joining can fail on a busy server or network (a signalling race, an ICE
+	// timeout); the job's token stays valid for an hour, so a couple of retries cost
+	// the caller a second or two instead of the call.
+	var room *lksdk.Room
+	for attempt := 1; ; attempt++ {
+		room = lksdk.NewRoom(cb)
+		room.SetLogger(lkLog)
+		err = room.JoinWithContextAndToken(ctx, cfg.URL, cfg.Token,
+			lksdk.WithAutoSubscribe(false),
+			lksdk.WithLogger(lkLog),
+			lksdk.WithConnectTimeout(joinTimeout),
+		)
+		if err == nil {
+			break
+		}
+		room.Disconnect()
+		if attempt == joinAttempts || ctx.Err() != nil {
+			track.Close()
+			return nil, fmt.Errorf("livekit: join: %w", err)
+		}
+		r.log.Warn("livekit: join failed; retrying", "attempt", attempt, "err", err)
+		select {
+		case <-time.After(time.Duration(attempt) * 250 * time.Millisecond):
+		case <-ctx.Done():
+		}
+	}
+	// The agent's voice goes up at once: an inbound SIP call is answered only once
+	// the agent has a track.
+	if _, err := room.LocalParticipant.PublishTrack(track, &lksdk.TrackPublicationOptions{Name: "agent-voice", Source: livekit.TrackSource_MICROPHONE}); err != nil {
+		room.Disconnect()
 		track.Close()
-		return nil, fmt.Errorf("livekit: join: %w", err)
+		return nil, fmt.Errorf("livekit: publish: %w", err)
 	}
 	r.room = room
 	return r, nil

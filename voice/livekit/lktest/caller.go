@@ -98,8 +98,13 @@ func Join(ctx context.Context, url, token string) (*Caller, error) {
 	}
 	room := lksdk.NewRoom(cb)
 	room.SetLogger(protoLogger.GetDiscardLogger())
-	if err := room.JoinWithContextAndToken(ctx, url, token, lksdk.WithSinglePeerConnection(), lksdk.WithLogger(protoLogger.GetDiscardLogger()),
-		lksdk.WithTrack(track, &lksdk.TrackPublicationOptions{Name: "microphone", Source: lkproto.TrackSource_MICROPHONE})); err != nil {
+	if err := room.JoinWithContextAndToken(ctx, url, token, lksdk.WithLogger(protoLogger.GetDiscardLogger()),
+		lksdk.WithConnectTimeout(20*time.Second)); err != nil {
+		track.Close()
+		return nil, err
+	}
+	if _, err := room.LocalParticipant.PublishTrack(track, &lksdk.TrackPublicationOptions{Name: "microphone", Source: lkproto.TrackSource_MICROPHONE}); err != nil {
+		room.Disconnect()
 		track.Close()
 		return nil, err
 	}
