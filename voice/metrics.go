@@ -40,7 +40,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"stage"}),
 		interruptions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "parley_voice_interruptions_total",
-			Help: "Caller speech over the agent, by outcome (barge_in, false_interruption).",
+			Help: "Caller speech over the agent, by outcome: barge_in, false_interruption (paused, then resumed), false_onset (paused at a sound that never became speech).",
 		}, []string{"kind"}),
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "parley_voice_calls_ended_total",

@@ -231,6 +231,16 @@ func TestBrowserCall(t *testing.T) {
 	}()
 	t.Logf("ICE pair %s; steps %+v", res.SelectedCandidatePair, res.Steps)
 
+	// The page showed the three captions in order (the script waited for each).
+	var shown []string
+	for _, c := range res.Captions {
+		if c.Final {
+			shown = append(shown, c.Text)
+		}
+	}
+	if !inOrder(strings.Join(shown, "\n"), "Agent: "+greeting, "You: "+question, "Agent: "+answer) {
+		t.Errorf("captions shown: %q", shown)
+	}
 	// The browser sent the microphone (its fake device played the file, non-silent) and
 	// received, decoded and played the agent's audio.
 	if res.MicAudio == nil || res.MicAudio.BytesSent <= 0 || res.MicAudio.TotalAudioEnergy <= 0 {
@@ -277,15 +287,21 @@ func TestBrowserCall(t *testing.T) {
 		turn, _ := it.(map[string]any)
 		turns = append(turns, fmt.Sprintf("%v: %v", turn["role"], turn["content"]))
 	}
-	got := strings.Join(turns, "\n")
-	at := 0
-	for _, want := range []string{"agent: " + greeting, "user: " + question, "agent: " + answer} {
-		i := strings.Index(got[at:], want)
-		if i < 0 {
-			t.Fatalf("transcript_object lacks %q (in order):\n%s", want, got)
-		}
-		at += i + len(want)
+	if got := strings.Join(turns, "\n"); !inOrder(got, "agent: "+greeting, "user: "+question, "agent: "+answer) {
+		t.Errorf("transcript_object lacks the greeting, the question and the answer in order:\n%s", got)
 	}
+}
+
+// inOrder reports whether s holds each of parts, one after the other.
+func inOrder(s string, parts ...string) bool {
+	for _, p := range parts {
+		i := strings.Index(s, p)
+		if i < 0 {
+			return false
+		}
+		s = s[i+len(p):]
+	}
+	return true
 }
 
 // errorIf turns the script's error text into an error, nil when empty.
