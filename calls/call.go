@@ -116,6 +116,7 @@ const (
 	ReasonRegisteredStale = "registered_call_timeout" // no worker ever started the call
 	ReasonLiveKit         = "error_livekit"           // LiveKit refused or failed the room
 	ReasonError           = "error_unknown"           // the engine ended on an error
+	ReasonWorkerLost      = "error_worker_lost"       // the worker holding the call died
 )
 
 // ReasonFor maps how the voice engine ended a session to a disconnection reason.

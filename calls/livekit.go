@@ -27,6 +27,8 @@ type Rooms interface {
 	Health(ctx context.Context) (LiveKitHealth, error)
 	// URL is the websocket URL clients connect to.
 	URL() string
+	// ExistingRooms reports which of names are open rooms.
+	ExistingRooms(ctx context.Context, names []string) (map[string]bool, error)
 }
 
 // LiveKitConfig configures the rooms adapter.
@@ -208,6 +210,22 @@ func (l *LiveKit) DeleteRoom(ctx context.Context, roomName string) error {
 		return fmt.Errorf("calls: livekit delete room %s: %w", roomName, err)
 	}
 	return nil
+}
+
+// ExistingRooms implements Rooms: one ListRooms request for all of names.
+func (l *LiveKit) ExistingRooms(ctx context.Context, names []string) (map[string]bool, error) {
+	out := make(map[string]bool, len(names))
+	if len(names) == 0 {
+		return out, nil
+	}
+	res, err := l.rooms.ListRooms(ctx, &livekit.ListRoomsRequest{Names: names})
+	if err != nil {
+		return nil, fmt.Errorf("calls: livekit list rooms: %w", err)
+	}
+	for _, r := range res.Rooms {
+		out[r.Name] = true
+	}
+	return out, nil
 }
 
 // LiveKitHealth is a LiveKit configuration check (GET /v1/livekit/health).

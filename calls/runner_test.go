@@ -238,3 +238,48 @@ func TestRunnerNoCaller(t *testing.T) {
 		t.Errorf("call nobody joined: %s / %s", done.CallStatus, done.DisconnectionReason)
 	}
 }
+
+// TestFailOrphans: an in-progress call whose room is gone and that has been quiet is
+// failed as error_worker_lost; one whose room is open, or that was saved recently, is
+// left alone.
+func TestFailOrphans(t *testing.T) {
+	t.Parallel()
+	rooms := newLiveKit(t)
+	e := newEnv(t, func(c *Config) { c.Rooms = rooms })
+	tenant := e.tenant(t)
+	ctx := t.Context()
+	agentID := e.agent(t, tenant, "Front desk", "active")
+	start := func() Call {
+		wc, err := e.svc.StartWeb(ctx, tenant, agentID, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.svc.Begin(ctx, wc.CallID, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		return wc.Call
+	}
+	lost, open, recent := start(), start(), start()
+	for _, c := range []Call{lost, recent} {
+		if err := rooms.DeleteRoom(ctx, c.RoomName); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.pool.Exec(ctx, `UPDATE calls SET updated_at = now() - interval '10 minutes' WHERE id = ANY ($1)`,
+		[]string{lost.CallID, open.CallID}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := e.svc.FailOrphans(ctx, 2*time.Minute)
+	if err != nil || n != 1 {
+		t.Fatalf("FailOrphans = %d, %v; want 1", n, err)
+	}
+	for _, c := range []struct {
+		id, status, reason string
+	}{{lost.CallID, StatusFailed, ReasonWorkerLost}, {open.CallID, StatusInProgress, ""}, {recent.CallID, StatusInProgress, ""}} {
+		st, reason := e.status(t, c.id)
+		if st != c.status || reason != c.reason {
+			t.Errorf("call %s: %s/%s, want %s/%s", c.id, st, reason, c.status, c.reason)
+		}
+	}
+	rooms.DeleteRoom(ctx, open.RoomName)
+}

@@ -525,3 +525,61 @@ func (s *Service) FailStale(ctx context.Context, olderThan time.Duration) (int, 
 	}
 	return int(tag.RowsAffected()), nil
 }
+
+// FailOrphans fails in-progress calls whose room is gone while nothing has been saved for
+// quiet: their worker died (killed, crashed, lost its machine) without finishing them,
+// so they would look live for ever. A worker finishes its call within moments of the
+// room closing and saves the live transcript every second while anyone speaks, so a
+// call quiet for minutes in a room that no longer exists has nobody left to finish it.
+// It returns how many it failed.
+func (s *Service) FailOrphans(ctx context.Context, quiet time.Duration) (int, error) {
+	if s.cfg.Rooms == nil {
+		return 0, nil
+	}
+	rows, err := s.pool.Query(ctx, `SELECT id, room_name FROM calls
+		WHERE call_status = 'in_progress' AND updated_at < $1 AND room_name <> ''
+		ORDER BY updated_at LIMIT 500`, s.now().Add(-quiet))
+	if err != nil {
+		return 0, fmt.Errorf("calls: fail orphans: %w", err)
+	}
+	room := map[string]string{}
+	var names []string
+	for rows.Next() {
+		var id, name string
+		if err := rows.Scan(&id, &name); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("calls: fail orphans: %w", err)
+		}
+		room[id] = name
+		names = append(names, name)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("calls: fail orphans: %w", err)
+	}
+	if len(names) == 0 {
+		return 0, nil
+	}
+	open, err := s.cfg.Rooms.ExistingRooms(ctx, names)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for id, name := range room {
+		if open[name] {
+			continue
+		}
+		// Only a call still quiet and in progress: a worker that finished it since the
+		// query wins.
+		tag, err := s.pool.Exec(ctx, `UPDATE calls SET call_status = 'failed', disconnection_reason = $2,
+			end_timestamp = $3, updated_at = $3,
+			duration_ms = greatest(0, round(extract(epoch FROM ($3 - start_timestamp)) * 1000))::bigint
+			WHERE id = $1 AND call_status = 'in_progress' AND updated_at < $4`,
+			id, ReasonWorkerLost, s.now(), s.now().Add(-quiet))
+		if err != nil {
+			return n, fmt.Errorf("calls: fail orphan %s: %w", id, err)
+		}
+		n += int(tag.RowsAffected())
+	}
+	return n, nil
+}

@@ -50,6 +50,11 @@ func (w *maintenanceWorker) Work(ctx context.Context, job *river.Job[maintenance
 	if err != nil {
 		return err
 	}
-	w.log.Debug("maintenance", "expired_sessions", sessions, "rate_limit_windows", windows, "stale_calls", stale)
+	// A call whose worker died mid-call: its room is gone and nobody finishes it.
+	orphans, err := w.calls.FailOrphans(ctx, 2*time.Minute)
+	if err != nil {
+		w.log.Warn("maintenance: orphaned calls", "err", err)
+	}
+	w.log.Debug("maintenance", "expired_sessions", sessions, "rate_limit_windows", windows, "stale_calls", stale, "orphaned_calls", orphans)
 	return nil
 }
