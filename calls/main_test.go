@@ -18,12 +18,15 @@ import (
 	"github.com/parleyhq/parley/internal/errs"
 	"github.com/parleyhq/parley/internal/ids"
 	"github.com/parleyhq/parley/internal/lkserver"
+	"github.com/parleyhq/parley/voice/livekit"
 )
 
 // TestMain runs the tests against real PostgreSQL and a real livekit-server, then
 // checks that no goroutine outlived its test: a Recorder that is closed must have
 // stopped its flusher.
 func TestMain(m *testing.M) {
+	// The LiveKit SDK logs every WebRTC state change to stderr by default.
+	livekit.SetSDKLogger(slog.New(slog.DiscardHandler))
 	code := m.Run()
 	if lk.srv != nil {
 		lk.srv.Stop()
