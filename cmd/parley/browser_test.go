@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -211,6 +212,9 @@ func TestBrowserCall(t *testing.T) {
 		"PARLEY_EXPECT_ANSWER="+answer,
 		"PARLEY_TIMEOUT_MS=75000",
 	)
+	// On the backstop, SIGTERM: playwright-core then closes the browser, which it runs in
+	// a process group of its own that a kill of node would leave behind.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
 	stderr := &lockedBuffer{}
 	cmd.Stderr = stderr
