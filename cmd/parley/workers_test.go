@@ -134,6 +134,9 @@ func TestTwoVoiceWorkers(t *testing.T) {
 	code, agent := postJSON(t, base+"/v1/agents", token, map[string]any{
 		"agent_name": "Front desk", "begin_message": "Hello.", "llm": prov, "stt": prov, "tts": prov,
 		"response_engine": map[string]any{"system_prompt": "You are a receptionist."},
+		// The callers stay silent for minutes on a loaded machine (-race, 40 rooms):
+		// no silence hang-up may end a call before the test does.
+		"end_call_after_silence_ms": 600000,
 	})
 	if code != 201 {
 		t.Fatalf("create agent: %d %v", code, agent)

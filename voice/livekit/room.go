@@ -79,6 +79,8 @@ const (
 	// 5 s default is tight for a server busy with a burst of new rooms.
 	joinTimeout  = 15 * time.Second
 	joinAttempts = 3
+	// subscribeWait bounds the wait for the caller to subscribe to the agent's voice.
+	subscribeWait = 5 * time.Second
 )
 
 // Outcome says how a call in a room ended.
@@ -131,6 +133,9 @@ type Room struct {
 	muted    bool // the caller's microphone is muted or gone: feed silence
 
 	closeOnce sync.Once
+	// heard is closed when someone (the caller) has subscribed to the agent's voice.
+	heard     chan struct{}
+	heardOnce sync.Once
 	stats     Stats
 	captions  *captions
 }
@@ -174,7 +179,7 @@ func Join(ctx context.Context, cfg Config) (*Room, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	r := &Room{cfg: cfg, log: cfg.Logger, events: make(chan roomEvent, 64)}
+	r := &Room{cfg: cfg, log: cfg.Logger, events: make(chan roomEvent, 64), heard: make(chan struct{})}
 	lkLog := protoLogger.LogRLogger(logr.FromSlogHandler(cfg.Logger.Handler()))
 
 	track, err := NewBoundTrack(outputRate, lkLog)
@@ -209,6 +214,9 @@ func Join(ctx context.Context, cfg Config) (*Room, error) {
 		if rp, ok := p.(*lksdk.RemoteParticipant); ok {
 			r.post(roomEvent{kind: evMute, p: rp, muted: false})
 		}
+	}
+	cb.OnLocalTrackSubscribed = func(pub *lksdk.LocalTrackPublication, lp *lksdk.LocalParticipant) {
+		r.heardOnce.Do(func() { close(r.heard) })
 	}
 	cb.OnDisconnectedWithReason = func(reason lksdk.DisconnectionReason) {
 		r.post(roomEvent{kind: evDisconnected, reason: reason})
@@ -389,6 +397,18 @@ func (r *Room) Run(ctx context.Context, s *voice.Session) (res Result, err error
 					case <-r.track.Ready():
 					case <-time.After(10 * time.Second):
 						return res, errors.New("livekit: the agent's track was never bound")
+					case <-ctx.Done():
+						res.Outcome = Cancelled
+						return res, nil
+					}
+					// And for the caller to be subscribed to it: audio sent before
+					// that is lost, and a greeting would be cut or missed entirely.
+					// A browser subscribes within a few hundred milliseconds of
+					// publishing; past subscribeWait we talk anyway.
+					select {
+					case <-r.heard:
+					case <-time.After(subscribeWait):
+						r.log.Warn("livekit: the caller has not subscribed to the agent's voice; starting anyway")
 					case <-ctx.Done():
 						res.Outcome = Cancelled
 						return res, nil
