@@ -6,11 +6,12 @@ import (
 	"testing"
 
 	"github.com/parleyhq/parley/voice/audio"
+	"github.com/parleyhq/parley/voice/voicetest/openaitest"
 )
 
 func TestConfigValidate(t *testing.T) {
 	t.Parallel()
-	srv := newServer(t)
+	srv := openaitest.New(t, openaitest.Config{})
 	var base Config
 	newEnvConfig(t, srv, &base)
 	fn := Function{Name: "lookup", URL: "https://api.example.com/x", Method: "POST"}

@@ -14,6 +14,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/parleyhq/parley/voice/stt"
+	"github.com/parleyhq/parley/voice/voicetest/openaitest"
 )
 
 // dgSpeechServer is a scripted Deepgram live endpoint that listens to the audio it gets:
@@ -140,8 +141,7 @@ func TestStreamingRecogniser(t *testing.T) {
 	const question = "Hello, I would like to book an appointment for Tuesday."
 	dg := newDGSpeechServer(t, question)
 	dg.finalizeDelay = 800 * time.Millisecond
-	srv := newServer(t)
-	srv.setChat(chatReply{events: textEvents("Sure, what time?")})
+	srv := openaitest.New(t, openaitest.Config{Replies: []openaitest.Reply{{Text: "Sure, what time?"}}})
 	e := newEnv(t, srv, func(c *Config) {
 		p, err := stt.NewDeepgram(stt.DeepgramConfig{BaseURL: "ws" + strings.TrimPrefix(dg.URL, "http"), APIKey: "dg-key", HTTPClient: dg.Client()})
 		if err != nil {

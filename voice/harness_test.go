@@ -2,14 +2,7 @@ package voice
 
 import (
 	"context"
-	"encoding/binary"
-	"encoding/json"
 	"fmt"
-	"hash/fnv"
-	"io"
-	"math"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -21,300 +14,13 @@ import (
 	"github.com/parleyhq/parley/voice/llm"
 	"github.com/parleyhq/parley/voice/stt"
 	"github.com/parleyhq/parley/voice/tts"
+	"github.com/parleyhq/parley/voice/voicetest/openaitest"
 )
 
-// This file is the tests' world: a scripted OpenAI-compatible server speaking the real
-// wire formats (SSE chat completions with tool calls, /v1/audio/transcriptions with
-// multipart WAV uploads, /v1/audio/speech streaming raw PCM), a caller that plays
-// espeak-ng speech into a Session in real time, and recorders for events and audio.
-
-// ---- scripted server ----
-
-// chatReply scripts one /v1/chat/completions answer.
-type chatReply struct {
-	delay  time.Duration // before the response headers
-	events []string      // chunk JSON objects, one SSE event each
-	gap    time.Duration // between events
-	// slowFrom: events from this index on are sent slowGap apart (0: none).
-	slowFrom int
-	slowGap  time.Duration
-}
-
-// speechRate is how long the fake voice takes per character of text: 60 ms, about
-// 165 words a minute. It is a whole number of 20 ms frames at every rate used, so the
-// audio of each sentence is whole frames.
-const speechRate = 60 * time.Millisecond
-
-// ttsAudio is what the fake voice says for text: a tone whose pitch depends on the
-// text, speechRate per character, at 24 kHz.
-func ttsAudio(text string) []int16 {
-	h := fnv.New32a()
-	io.WriteString(h, text)
-	freq := 200 + float64(h.Sum32()%400)
-	n := int(int64(len([]rune(text))) * int64(speechRate) * tts.OpenAISampleRate / int64(time.Second))
-	out := make([]int16, n)
-	for i := range out {
-		out[i] = int16(6000 * math.Sin(2*math.Pi*freq*float64(i)/tts.OpenAISampleRate))
-	}
-	return out
-}
-
-type server struct {
-	*httptest.Server
-	t    *testing.T
-	stop chan struct{}
-
-	mu         sync.Mutex
-	chat       []chatReply
-	chatBodies []map[string]any
-	chatCancel []bool // the client went away before the answer ended
-
-	// whisper answers transcription i with whisper[i] (the last repeats); empty text
-	// answers "".
-	whisper      []string
-	whisperDelay time.Duration
-	uploads      []time.Duration // audio duration of each upload
-
-	// speechPace: audio is streamed at this multiple of real time (0: all at once).
-	speechPace   float64
-	speechStatus int // non-200: fail every request
-	speechTexts  []string
-	speechCancel []bool
-
-	tools map[string]http.HandlerFunc
-}
-
-func newServer(t *testing.T) *server {
-	t.Helper()
-	srv := &server{t: t, stop: make(chan struct{}), tools: map[string]http.HandlerFunc{}}
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/chat/completions", srv.handleChat)
-	mux.HandleFunc("POST /v1/audio/transcriptions", srv.handleWhisper)
-	mux.HandleFunc("POST /v1/audio/speech", srv.handleSpeech)
-	mux.HandleFunc("/tools/{name}", func(w http.ResponseWriter, r *http.Request) {
-		srv.mu.Lock()
-		h := srv.tools[r.PathValue("name")]
-		srv.mu.Unlock()
-		if h == nil {
-			http.NotFound(w, r)
-			return
-		}
-		h(w, r)
-	})
-	srv.Server = httptest.NewServer(mux)
-	t.Cleanup(func() {
-		close(srv.stop)
-		srv.Server.Close()
-	})
-	return srv
-}
-
-func (srv *server) sleep(r *http.Request, d time.Duration) bool {
-	if d <= 0 {
-		return true
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-r.Context().Done():
-	case <-srv.stop:
-	}
-	return false
-}
-
-func (srv *server) handleChat(w http.ResponseWriter, r *http.Request) {
-	var body map[string]any
-	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-		http.Error(w, `{"error":{"message":"bad json"}}`, http.StatusBadRequest)
-		return
-	}
-	srv.mu.Lock()
-	i := len(srv.chatBodies)
-	srv.chatBodies = append(srv.chatBodies, body)
-	srv.chatCancel = append(srv.chatCancel, false)
-	if len(srv.chat) == 0 {
-		srv.mu.Unlock()
-		http.Error(w, `{"error":{"message":"no script"}}`, http.StatusInternalServerError)
-		return
-	}
-	reply := srv.chat[min(i, len(srv.chat)-1)]
-	srv.mu.Unlock()
-	cancelled := func() {
-		srv.mu.Lock()
-		srv.chatCancel[i] = true
-		srv.mu.Unlock()
-	}
-	if !srv.sleep(r, reply.delay) {
-		cancelled()
-		return
-	}
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.WriteHeader(http.StatusOK)
-	fl := w.(http.Flusher)
-	fl.Flush()
-	for j, ev := range reply.events {
-		gap := reply.gap
-		if reply.slowFrom > 0 && j >= reply.slowFrom {
-			gap = reply.slowGap
-		}
-		if j > 0 && !srv.sleep(r, gap) {
-			cancelled()
-			return
-		}
-		fmt.Fprintf(w, "data: %s\n\n", ev)
-		fl.Flush()
-	}
-	fmt.Fprint(w, "data: [DONE]\n\n")
-	fl.Flush()
-}
-
-func (srv *server) handleWhisper(w http.ResponseWriter, r *http.Request) {
-	if err := r.ParseMultipartForm(8 << 20); err != nil {
-		http.Error(w, `{"error":{"message":"bad multipart"}}`, http.StatusBadRequest)
-		return
-	}
-	f, _, err := r.FormFile("file")
-	if err != nil {
-		http.Error(w, `{"error":{"message":"no file"}}`, http.StatusBadRequest)
-		return
-	}
-	wav, err := audio.ReadWAV(f)
-	f.Close()
-	if err != nil {
-		http.Error(w, `{"error":{"message":"bad wav"}}`, http.StatusBadRequest)
-		return
-	}
-	srv.mu.Lock()
-	i := len(srv.uploads)
-	srv.uploads = append(srv.uploads, wav.Duration())
-	text := ""
-	if len(srv.whisper) > 0 {
-		text = srv.whisper[min(i, len(srv.whisper)-1)]
-	}
-	delay := srv.whisperDelay
-	srv.mu.Unlock()
-	if !srv.sleep(r, delay) {
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(map[string]string{"text": text})
-}
-
-func (srv *server) handleSpeech(w http.ResponseWriter, r *http.Request) {
-	var body struct {
-		Input          string `json:"input"`
-		ResponseFormat string `json:"response_format"`
-	}
-	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.ResponseFormat != "pcm" {
-		http.Error(w, `{"error":{"message":"want JSON asking for pcm"}}`, http.StatusBadRequest)
-		return
-	}
-	srv.mu.Lock()
-	i := len(srv.speechTexts)
-	srv.speechTexts = append(srv.speechTexts, body.Input)
-	srv.speechCancel = append(srv.speechCancel, false)
-	pace, status := srv.speechPace, srv.speechStatus
-	srv.mu.Unlock()
-	if status != 0 {
-		http.Error(w, `{"error":{"message":"voice unavailable"}}`, status)
-		return
-	}
-	pcm := ttsAudio(body.Input)
-	w.Header().Set("Content-Type", "audio/pcm")
-	w.WriteHeader(http.StatusOK)
-	fl := w.(http.Flusher)
-	const chunk = 2400 // 100 ms at 24 kHz
-	buf := make([]byte, 2*chunk)
-	for off := 0; off < len(pcm); off += chunk {
-		n := min(chunk, len(pcm)-off)
-		for k := 0; k < n; k++ {
-			binary.LittleEndian.PutUint16(buf[2*k:], uint16(pcm[off+k]))
-		}
-		if _, err := w.Write(buf[:2*n]); err != nil {
-			return
-		}
-		fl.Flush()
-		if pace > 0 && off+n < len(pcm) && !srv.sleep(r, time.Duration(float64(100*time.Millisecond)/pace)) {
-			srv.mu.Lock()
-			srv.speechCancel[i] = true
-			srv.mu.Unlock()
-			return
-		}
-	}
-}
-
-func (srv *server) setChat(replies ...chatReply) {
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	srv.chat = replies
-}
-
-func (srv *server) setWhisper(texts ...string) {
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	srv.whisper = texts
-}
-
-func (srv *server) chatRequests() []map[string]any {
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	return append([]map[string]any(nil), srv.chatBodies...)
-}
-
-func (srv *server) spoken() []string {
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	return append([]string(nil), srv.speechTexts...)
-}
-
-// ---- chat chunk builders (OpenAI's streaming format) ----
-
-func chunkJSON(delta, finish string) string {
-	fr := "null"
-	if finish != "" {
-		fr = `"` + finish + `"`
-	}
-	return `{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1717000000,` +
-		`"model":"gpt-test","choices":[{"index":0,"delta":` + delta + `,"logprobs":null,"finish_reason":` + fr + `}]}`
-}
-
-// textEvents streams text word by word, as a model does.
-func textEvents(text string) []string {
-	out := []string{chunkJSON(`{"role":"assistant","content":""}`, "")}
-	out = append(out, wordEvents(text)...)
-	return append(out, chunkJSON(`{}`, "stop"))
-}
-
-func wordEvents(text string) []string {
-	var out []string
-	words := strings.SplitAfter(text, " ")
-	for _, w := range words {
-		if w == "" {
-			continue
-		}
-		b, _ := json.Marshal(w)
-		out = append(out, chunkJSON(`{"content":`+string(b)+`}`, ""))
-	}
-	return out
-}
-
-// toolEvents streams optional text and then one tool call whose arguments arrive in
-// three pieces, as OpenAI sends them.
-func toolEvents(pre, id, name, args string) []string {
-	out := []string{chunkJSON(`{"role":"assistant","content":""}`, "")}
-	out = append(out, wordEvents(pre)...)
-	out = append(out, chunkJSON(`{"tool_calls":[{"index":0,"id":"`+id+`","type":"function","function":{"name":"`+name+`","arguments":""}}]}`, ""))
-	third := max(1, len(args)/3)
-	for len(args) > 0 {
-		n := min(third, len(args))
-		b, _ := json.Marshal(args[:n])
-		out = append(out, chunkJSON(`{"tool_calls":[{"index":0,"function":{"arguments":`+string(b)+`}}]}`, ""))
-		args = args[n:]
-	}
-	return append(out, chunkJSON(`{}`, "tool_calls"))
-}
+// This file is the tests' world: a scripted OpenAI-compatible server (openaitest, the
+// real wire formats: SSE chat completions with tool calls, multipart WAV
+// transcriptions, streamed PCM speech), a caller that plays espeak-ng speech into a
+// Session in real time, and recorders for events and audio.
 
 // ---- events ----
 
@@ -650,7 +356,6 @@ func (c *caller) run() {
 // ---- sessions ----
 
 type env struct {
-	srv *server
 	rec *recorder
 	out *outRec
 	s   *Session
@@ -659,7 +364,7 @@ type env struct {
 
 // newEnv builds a session on srv through the real OpenAI-compatible adapters and
 // starts it. mod adjusts the config.
-func newEnv(t *testing.T, srv *server, mod func(*Config)) *env {
+func newEnv(t *testing.T, srv *openaitest.Server, mod func(*Config)) *env {
 	t.Helper()
 	var cfg Config
 	e := newEnvConfig(t, srv, &cfg)
@@ -682,18 +387,18 @@ func newEnv(t *testing.T, srv *server, mod func(*Config)) *env {
 }
 
 // newEnvConfig fills cfg with the test defaults: the real adapters pointed at srv.
-func newEnvConfig(t *testing.T, srv *server, cfg *Config) *env {
+func newEnvConfig(t *testing.T, srv *openaitest.Server, cfg *Config) *env {
 	t.Helper()
-	sttP, err := stt.NewOpenAI(stt.OpenAIConfig{BaseURL: srv.URL + "/v1", APIKey: "sk-test", HTTPClient: srv.Client()})
+	sttP, err := stt.NewOpenAI(stt.OpenAIConfig{BaseURL: srv.URL, APIKey: "sk-test", HTTPClient: srv.Client()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	llmP, err := llm.NewOpenAI(llm.OpenAIConfig{BaseURL: srv.URL + "/v1", APIKey: "sk-test", HTTPClient: srv.Client(),
+	llmP, err := llm.NewOpenAI(llm.OpenAIConfig{BaseURL: srv.URL, APIKey: "sk-test", HTTPClient: srv.Client(),
 		FirstTokenTimeout: 10 * time.Second, StallTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ttsP, err := tts.NewOpenAI(tts.OpenAIConfig{BaseURL: srv.URL + "/v1", APIKey: "sk-test", HTTPClient: srv.Client()})
+	ttsP, err := tts.NewOpenAI(tts.OpenAIConfig{BaseURL: srv.URL, APIKey: "sk-test", HTTPClient: srv.Client()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -702,7 +407,7 @@ func newEnvConfig(t *testing.T, srv *server, cfg *Config) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{srv: srv, rec: newRecorder(), out: &outRec{rate: 48000}, reg: reg}
+	e := &env{rec: newRecorder(), out: &outRec{rate: 48000}, reg: reg}
 	temp := 0.3
 	*cfg = Config{
 		CallID: t.Name(),
@@ -728,34 +433,31 @@ func newEnvConfig(t *testing.T, srv *server, cfg *Config) *env {
 	return e
 }
 
-// outSamples is how many output samples the fake voice produces for text at rate.
+// outSamples is how many output samples the fake voice (openaitest.SpeechAudio, at its
+// default pace) produces for text at rate.
 func outSamples(text string, rate int) int {
-	return len([]rune(text)) * int(int64(speechRate)*int64(rate)/int64(time.Second))
+	return len([]rune(text)) * int(int64(openaitest.DefaultCharDuration)*int64(rate)/int64(time.Second))
 }
 
-// messages extracts role and content of a chat request's messages.
-func messages(body map[string]any) []map[string]any {
-	raw, _ := body["messages"].([]any)
-	out := make([]map[string]any, 0, len(raw))
-	for _, m := range raw {
-		if mm, ok := m.(map[string]any); ok {
-			out = append(out, mm)
-		}
+// roles lists the roles of a chat request's messages.
+func roles(req openaitest.ChatRequest) []string {
+	var out []string
+	for _, m := range req.Messages {
+		out = append(out, m.Role)
 	}
 	return out
 }
 
-func roles(msgs []map[string]any) []string {
+// spoken lists the texts the voice was asked to say, in order.
+func spoken(srv *openaitest.Server) []string {
 	var out []string
-	for _, m := range msgs {
-		out = append(out, fmt.Sprint(m["role"]))
+	for _, r := range srv.Speeches() {
+		out = append(out, r.Text)
 	}
 	return out
 }
 
 const timeout = 30 * time.Second
-
-func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
 
 // latencyCounts reads the sample count of each stage's latency histogram from the
 // session's registry.

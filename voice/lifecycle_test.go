@@ -12,6 +12,7 @@ import (
 	"github.com/parleyhq/parley/voice/llm"
 	"github.com/parleyhq/parley/voice/stt"
 	"github.com/parleyhq/parley/voice/tts"
+	"github.com/parleyhq/parley/voice/voicetest/openaitest"
 )
 
 // TestSilenceRepromptThenEnd runs on a fake clock that flies at about 50 times real
@@ -20,7 +21,7 @@ import (
 // session's timers and the pacing of its audio all follow the injected clock.
 func TestSilenceRepromptThenEnd(t *testing.T) {
 	t.Parallel()
-	srv := newServer(t)
+	srv := openaitest.New(t, openaitest.Config{})
 	clock := newFakeClock()
 	stop := make(chan struct{})
 	go clock.run(10*time.Millisecond, 200*time.Microsecond, stop)
@@ -43,7 +44,7 @@ func TestSilenceRepromptThenEnd(t *testing.T) {
 		t.Errorf("hung up %v after the reprompt, before the %v timeout", d, defaultEndCallAfterSilence)
 	}
 	// Audio durations are on the fake clock too: the greeting played in real time.
-	if d, want := g.End.Sub(g.Start), time.Duration(len(greeting))*speechRate; d < want-40*time.Millisecond {
+	if d, want := g.End.Sub(g.Start), time.Duration(len(greeting))*openaitest.DefaultCharDuration; d < want-40*time.Millisecond {
 		t.Errorf("greeting played in %v of fake time, want about %v", d, want)
 	}
 	h := e.s.History()
@@ -56,9 +57,10 @@ func TestSilenceRepromptThenEnd(t *testing.T) {
 // the next silence gets a reprompt again instead of a hang-up.
 func TestSilenceResetByCaller(t *testing.T) {
 	t.Parallel()
-	srv := newServer(t)
-	srv.setWhisper("Yes, I am here.")
-	srv.setChat(chatReply{events: textEvents("Great.")})
+	srv := openaitest.New(t, openaitest.Config{
+		Transcripts: []string{"Yes, I am here."},
+		Replies:     []openaitest.Reply{{Text: "Great."}},
+	})
 	e := newEnv(t, srv, func(c *Config) {
 		c.Agent.BeginMessage = "Hi."
 		c.Agent.EndCallAfterSilenceMS = 1500
@@ -82,7 +84,7 @@ func TestSilenceResetByCaller(t *testing.T) {
 // history keeps what was said and no audio goes out afterwards.
 func TestMaxDuration(t *testing.T) {
 	t.Parallel()
-	srv := newServer(t)
+	srv := openaitest.New(t, openaitest.Config{})
 	const long = "Welcome to Parley Dental. Our clinic is open from nine in the morning until six in the evening on weekdays, and from ten to two on Saturdays."
 	e := newEnv(t, srv, func(c *Config) {
 		c.Agent.BeginMessage = long
@@ -115,15 +117,18 @@ func TestMaxDuration(t *testing.T) {
 // the local espeak-ng voice (22.05 kHz, which the engine resamples like any other).
 func TestProviderFallback(t *testing.T) {
 	t.Parallel()
-	good := newServer(t)
-	bad := newServer(t)
 	const answer = "Yes, we are open on Saturday."
-	good.setWhisper("Are you open on Saturday?")
-	good.setChat(chatReply{events: textEvents(answer)})
-	bad.setWhisper("never")
-	bad.whisperDelay = time.Minute
-	bad.setChat(chatReply{delay: time.Minute, events: textEvents("never")})
-	bad.speechStatus = 503
+	good := openaitest.New(t, openaitest.Config{
+		Transcripts: []string{"Are you open on Saturday?"},
+		Replies:     []openaitest.Reply{{Text: answer}},
+	})
+	bad := openaitest.New(t, openaitest.Config{
+		Transcripts:  []string{"never"},
+		STTDelay:     time.Minute,
+		Replies:      []openaitest.Reply{{Text: "never"}},
+		LLMTTFT:      time.Minute,
+		SpeechStatus: 503,
+	})
 
 	var mu sync.Mutex
 	served := map[string]bool{}
@@ -135,19 +140,19 @@ func TestProviderFallback(t *testing.T) {
 		}
 	}
 	e := newEnv(t, good, func(c *Config) {
-		sttBad, _ := stt.NewOpenAI(stt.OpenAIConfig{Name: "bad", BaseURL: bad.URL + "/v1", HTTPClient: bad.Client()})
+		sttBad, _ := stt.NewOpenAI(stt.OpenAIConfig{Name: "bad", BaseURL: bad.URL, HTTPClient: bad.Client()})
 		sttP, err := stt.WithFallback(sttBad, c.STT, stt.FallbackConfig{Budget: 700 * time.Millisecond,
 			OnServe: func(s stt.Served) { record("stt")(s.Fallback) }})
 		if err != nil {
 			t.Fatal(err)
 		}
-		llmBad, _ := llm.NewOpenAI(llm.OpenAIConfig{Name: "bad", BaseURL: bad.URL + "/v1", HTTPClient: bad.Client()})
+		llmBad, _ := llm.NewOpenAI(llm.OpenAIConfig{Name: "bad", BaseURL: bad.URL, HTTPClient: bad.Client()})
 		llmP, err := llm.WithFallback(llmBad, c.LLM, llm.FallbackConfig{Budget: 500 * time.Millisecond,
 			OnServe: func(s llm.Served) { record("llm")(s.Fallback) }})
 		if err != nil {
 			t.Fatal(err)
 		}
-		ttsBad, _ := tts.NewOpenAI(tts.OpenAIConfig{Name: "bad", BaseURL: bad.URL + "/v1", HTTPClient: bad.Client(), MaxRetries: -1})
+		ttsBad, _ := tts.NewOpenAI(tts.OpenAIConfig{Name: "bad", BaseURL: bad.URL, HTTPClient: bad.Client(), MaxRetries: -1})
 		espeak, err := tts.NewEspeak(tts.EspeakConfig{})
 		if err != nil {
 			t.Fatal(err)
@@ -168,8 +173,8 @@ func TestProviderFallback(t *testing.T) {
 		t.Errorf("fallbacks served: %v", served)
 	}
 	mu.Unlock()
-	if len(bad.chatRequests()) != 1 || len(good.chatRequests()) != 1 {
-		t.Errorf("chat requests: primary %d, secondary %d", len(bad.chatRequests()), len(good.chatRequests()))
+	if nb, ng := bad.Counts().Chat, good.Counts().Chat; nb != 1 || ng != 1 {
+		t.Errorf("chat requests: primary %d, secondary %d", nb, ng)
 	}
 	// espeak's audio went out, resampled from 22.05 kHz: real speech, not silence.
 	a := e.out.audio()
@@ -192,9 +197,10 @@ func TestKnowledge(t *testing.T) {
 	}{{"fast", false}, {"slow", true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			srv := newServer(t)
-			srv.setWhisper("Where can I park?")
-			srv.setChat(chatReply{events: textEvents("Behind the clinic.")})
+			srv := openaitest.New(t, openaitest.Config{
+				Transcripts: []string{"Where can I park?"},
+				Replies:     []openaitest.Reply{{Text: "Behind the clinic."}},
+			})
 			var gotQuery atomic.Value
 			cancelled := make(chan struct{})
 			kb := KnowledgeFunc(func(ctx context.Context, q string, k int) ([]Passage, error) {
@@ -219,10 +225,11 @@ func TestKnowledge(t *testing.T) {
 			if q, _ := gotQuery.Load().(string); q != "Where can I park?" {
 				t.Errorf("lookup query %q", q)
 			}
-			msgs := messages(srv.chatRequests()[0])
+			req := srv.Chats()[0].Request
+			msgs := req.Messages
 			found := false
 			for _, m := range msgs {
-				if strings.Contains(fmt2(m["content"]), "Parking is free behind the clinic.") {
+				if strings.Contains(m.Content, "Parking is free behind the clinic.") {
 					found = true
 				}
 			}
@@ -241,8 +248,8 @@ func TestKnowledge(t *testing.T) {
 				}
 				return
 			}
-			if !found || len(msgs) != 3 || msgs[1]["role"] != "system" || msgs[2]["role"] != "user" {
-				t.Errorf("knowledge not placed before the caller's words: %v", roles(msgs))
+			if !found || len(msgs) != 3 || msgs[1].Role != "system" || msgs[2].Role != "user" {
+				t.Errorf("knowledge not placed before the caller's words: %v", roles(req))
 			}
 		})
 	}
@@ -258,7 +265,7 @@ func (failingSTT) Stream(context.Context, stt.Options) (stt.Stream, error) {
 // TestLifecycle: Start, Stop and WriteFrame in every order.
 func TestLifecycle(t *testing.T) {
 	t.Parallel()
-	srv := newServer(t)
+	srv := openaitest.New(t, openaitest.Config{})
 	base := func(t *testing.T) Config {
 		var cfg Config
 		newEnvConfig(t, srv, &cfg)

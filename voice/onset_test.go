@@ -13,6 +13,7 @@ import (
 
 	"github.com/parleyhq/parley/voice/audio"
 	"github.com/parleyhq/parley/voice/vad"
+	"github.com/parleyhq/parley/voice/voicetest/openaitest"
 )
 
 // The onset pause: caller speech over the agent stops its audio within a couple of
@@ -181,14 +182,15 @@ func fmtDB(v float64) string {
 // never during a write, and again when the barge-in clears the answer.
 func TestOnsetPauseBargeIn(t *testing.T) {
 	t.Parallel()
-	srv := newServer(t)
 	const question = "When are you open?"
 	const s1 = "Our clinic is open from nine in the morning until six in the evening on weekdays."
 	const s2 = "On Saturdays we open at ten and close at two in the afternoon."
 	const interruptText = "Wait, stop. I have a different question about my bill."
 	const answer2 = "Of course, what about your bill?"
-	srv.setWhisper(question, interruptText)
-	srv.setChat(chatReply{events: textEvents(s1 + " " + s2)}, chatReply{events: textEvents(answer2)})
+	srv := openaitest.New(t, openaitest.Config{
+		Transcripts: []string{question, interruptText},
+		Replies:     []openaitest.Reply{{Text: s1 + " " + s2}, {Text: answer2}},
+	})
 	var fo *flushRec
 	e := newEnv(t, srv, func(c *Config) {
 		fo = &flushRec{outRec: c.Output.(*outRec)}
@@ -284,11 +286,12 @@ func TestOnsetPauseResumes(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			srv := newServer(t)
 			const s1 = "Your appointment is booked for Tuesday at three in the afternoon."
 			const s2 = "We will send you a reminder the day before."
-			srv.setWhisper("Please book me for Tuesday at three.", "")
-			srv.setChat(chatReply{events: textEvents(s1 + " " + s2)})
+			srv := openaitest.New(t, openaitest.Config{
+				Transcripts: []string{"Please book me for Tuesday at three.", ""},
+				Replies:     []openaitest.Reply{{Text: s1 + " " + s2}},
+			})
 			var fo *flushRec
 			// 24 kHz out, the voice's own rate: the output compares sample for sample.
 			e := newEnv(t, srv, func(c *Config) {
@@ -309,7 +312,7 @@ func TestOnsetPauseResumes(t *testing.T) {
 			e.rec.waitFor(t, timeout, "answer played", agentSaid(s2))
 			times := c.clipTimes()
 
-			want := append(ttsAudio(s1), ttsAudio(s2)...)
+			want := append(openaitest.SpeechAudio(s1, 0), openaitest.SpeechAudio(s2, 0)...)
 			if got := e.out.audio(); !slices.Equal(got, want) {
 				t.Errorf("output differs from the voice's audio: %d samples, want %d", len(got), len(want))
 			}
@@ -326,7 +329,7 @@ func TestOnsetPauseResumes(t *testing.T) {
 			if len(h) != 2 || h[1].Content != s1+" "+s2 {
 				t.Errorf("history %+v", h)
 			}
-			if n := len(srv.chatRequests()); n != 1 {
+			if n := srv.Counts().Chat; n != 1 {
 				t.Errorf("%d chat requests, want 1", n)
 			}
 			st := e.s.Stats()
@@ -359,10 +362,11 @@ func TestOnsetPauseResumes(t *testing.T) {
 // answer plays to its end, and nothing was cut.
 func TestOnsetPauseDisabled(t *testing.T) {
 	t.Parallel()
-	srv := newServer(t)
 	const answer = "Our clinic is open from nine in the morning until six in the evening on weekdays, and from ten to two on Saturdays."
-	srv.setWhisper("When are you open?", "Wait, stop. I have a different question about my bill.")
-	srv.setChat(chatReply{events: textEvents(answer)})
+	srv := openaitest.New(t, openaitest.Config{
+		Transcripts: []string{"When are you open?", "Wait, stop. I have a different question about my bill."},
+		Replies:     []openaitest.Reply{{Text: answer}},
+	})
 	var fo *flushRec
 	e := newEnv(t, srv, func(c *Config) {
 		c.Agent.InterruptionSensitivity = 0
@@ -430,7 +434,7 @@ func TestFlushOnStop(t *testing.T) {
 	t.Parallel()
 	t.Run("hang-up", func(t *testing.T) {
 		t.Parallel()
-		srv := newServer(t)
+		srv := openaitest.New(t, openaitest.Config{})
 		var fo *flushRec
 		e := newEnv(t, srv, func(c *Config) {
 			c.Agent.BeginMessage = "This is a rather long greeting that the caller will not wait for."
@@ -447,9 +451,11 @@ func TestFlushOnStop(t *testing.T) {
 	})
 	t.Run("goodbye", func(t *testing.T) {
 		t.Parallel()
-		srv := newServer(t)
-		srv.setWhisper("That is all, thanks.")
-		srv.setChat(chatReply{events: toolEvents("Goodbye!", "call_1", ToolEndCall, `{}`)})
+		srv := openaitest.New(t, openaitest.Config{
+			Transcripts: []string{"That is all, thanks."},
+			Replies: []openaitest.Reply{{Text: "Goodbye!",
+				ToolCalls: []openaitest.ToolCall{{ID: "call_1", Name: ToolEndCall, Arguments: `{}`}}}},
+		})
 		var fo *flushRec
 		e := newEnv(t, srv, func(c *Config) {
 			fo = &flushRec{outRec: c.Output.(*outRec)}

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/parleyhq/parley/voice/voicetest/openaitest"
 )
 
 func TestSubstitute(t *testing.T) {
@@ -34,7 +36,7 @@ func TestSubstitute(t *testing.T) {
 
 func TestMissingVariables(t *testing.T) {
 	t.Parallel()
-	srv := newServer(t)
+	srv := openaitest.New(t, openaitest.Config{})
 	var cfg Config
 	newEnvConfig(t, srv, &cfg)
 	cfg.Agent.SystemPrompt = "Caller {{customer_name}}, account {{account_id}}."

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/parleyhq/parley/voice/voicetest/openaitest"
 )
 
 // TestCompleteTurn: the agent greets, the caller (espeak-ng speech at 48 kHz, as WebRTC
@@ -13,11 +15,13 @@ import (
 // that went out, the history and the latency ledger.
 func TestCompleteTurn(t *testing.T) {
 	t.Parallel()
-	srv := newServer(t)
 	const question = "Hello, I would like to book an appointment for Tuesday."
 	const answer = "Sure, I can book that for you on Tuesday, what time works best?"
-	srv.setWhisper(question)
-	srv.setChat(chatReply{events: textEvents(answer), gap: 5 * time.Millisecond})
+	srv := openaitest.New(t, openaitest.Config{
+		Transcripts: []string{question},
+		Replies:     []openaitest.Reply{{Text: answer}},
+		LLMTokenGap: 5 * time.Millisecond,
+	})
 	e := newEnv(t, srv, func(c *Config) { c.Agent.BeginMessage = "Hi {{customer_name}}, this is Parley Dental." })
 	const greeting = "Hi Alice, this is Parley Dental."
 
@@ -29,35 +33,42 @@ func TestCompleteTurn(t *testing.T) {
 	e.rec.waitFor(t, timeout, "answer played", agentSaid(second))
 
 	// The first piece went to TTS at the clause, the rest as its own sentence.
-	if got, want := srv.spoken(), []string{greeting, first, second}; !slices.Equal(got, want) {
+	if got, want := spoken(srv), []string{greeting, first, second}; !slices.Equal(got, want) {
 		t.Errorf("TTS requests %q, want %q", got, want)
 	}
-	reqs := srv.chatRequests()
-	if len(reqs) != 1 {
-		t.Fatalf("%d chat requests, want 1", len(reqs))
+	// The voice was asked for raw PCM, which is what the engine reads.
+	for _, sp := range srv.Speeches() {
+		if sp.Format != "pcm" || sp.Status != 200 {
+			t.Errorf("speech request for %q: format %q, status %d; want pcm, 200", sp.Text, sp.Format, sp.Status)
+		}
 	}
-	msgs := messages(reqs[0])
-	if got := roles(msgs); !slices.Equal(got, []string{"system", "assistant", "user"}) {
+	chats := srv.Chats()
+	if len(chats) != 1 {
+		t.Fatalf("%d chat requests, want 1", len(chats))
+	}
+	req := chats[0].Request
+	msgs := req.Messages
+	if got := roles(req); !slices.Equal(got, []string{"system", "assistant", "user"}) {
 		t.Fatalf("roles %v", got)
 	}
-	sys := msgs[0]["content"].(string)
+	sys := msgs[0].Content
 	if !strings.Contains(sys, "The caller is Alice.") || strings.Contains(sys, "{{") {
 		t.Errorf("system prompt not filled in: %q", sys)
 	}
-	if msgs[1]["content"] != greeting || msgs[2]["content"] != question {
-		t.Errorf("messages %v", msgs)
+	if msgs[1].Content != greeting || msgs[2].Content != question {
+		t.Errorf("messages %+v", msgs)
 	}
-	if reqs[0]["model"] != "gpt-test" || reqs[0]["temperature"] != 0.3 {
-		t.Errorf("model %v temperature %v", reqs[0]["model"], reqs[0]["temperature"])
+	if req.Model != "gpt-test" || req.Temperature == nil || *req.Temperature != 0.3 {
+		t.Errorf("model %v temperature %v", req.Model, req.Temperature)
 	}
-	tools, _ := reqs[0]["tools"].([]any)
-	if len(tools) != 1 || !strings.Contains(fmt2(tools[0]), `"end_call"`) {
+	if tools := req.ToolNames(); !slices.Equal(tools, []string{"end_call"}) {
 		t.Errorf("tools %v, want just end_call", tools)
 	}
 	// The caller's utterance reached the recogniser with its pre-roll.
-	srv.mu.Lock()
-	uploads := append([]time.Duration(nil), srv.uploads...)
-	srv.mu.Unlock()
+	var uploads []time.Duration
+	for _, tr := range srv.Transcriptions() {
+		uploads = append(uploads, tr.Duration)
+	}
 	if len(uploads) != 1 || uploads[0] < 2800*time.Millisecond || uploads[0] > 4500*time.Millisecond {
 		t.Errorf("uploads %v, want one of about 3.1 s of speech plus pre-roll and hangover", uploads)
 	}
@@ -119,11 +130,6 @@ func TestCompleteTurn(t *testing.T) {
 	}
 }
 
-func fmt2(v any) string {
-	b, _ := jsonMarshal(v)
-	return string(b)
-}
-
 // TestAdaptiveEndpointing: the wait after the caller stops depends on how finished the
 // transcript sounds.
 func TestAdaptiveEndpointing(t *testing.T) {
@@ -140,9 +146,10 @@ func TestAdaptiveEndpointing(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			srv := newServer(t)
-			srv.setWhisper(tc.transcript)
-			srv.setChat(chatReply{events: textEvents("Okay.")})
+			srv := openaitest.New(t, openaitest.Config{
+				Transcripts: []string{tc.transcript},
+				Replies:     []openaitest.Reply{{Text: "Okay."}},
+			})
 			e := newEnv(t, srv, nil)
 			c := startCaller(t, e.s, 16000)
 			c.say(fixture(t, "hello"))
@@ -163,21 +170,22 @@ func TestAdaptiveEndpointing(t *testing.T) {
 // turn.
 func TestBargeIn(t *testing.T) {
 	t.Parallel()
-	srv := newServer(t)
 	const question = "When are you open?"
 	const s1 = "Our clinic is open from nine in the morning until six in the evening on weekdays."
 	const rest = "On Saturdays we open at ten and close at two in the afternoon, and on Sundays we are closed."
 	const interruptText = "Wait, stop. I have a different question about my bill."
 	const answer2 = "Of course, what would you like to know about your bill?"
-	srv.setWhisper(question, interruptText)
-	long := textEvents(s1 + " " + rest)
-	srv.setChat(
-		// The first sentence comes at once, the rest slowly: the model is still writing
-		// when the caller barges in.
-		chatReply{events: long, gap: 5 * time.Millisecond, slowFrom: 2 + len(strings.Fields(s1)), slowGap: 300 * time.Millisecond},
-		chatReply{events: textEvents(answer2), gap: 5 * time.Millisecond},
-	)
-	srv.speechPace = 1 // the voice streams in real time: synthesis is in flight too
+	srv := openaitest.New(t, openaitest.Config{
+		Transcripts: []string{question, interruptText},
+		Replies: []openaitest.Reply{
+			// The first sentence and the next word come at once, the rest slowly: the
+			// model is still writing when the caller barges in.
+			{Text: s1 + " " + rest, SlowFrom: 1 + len(strings.Fields(s1)), SlowGap: 300 * time.Millisecond},
+			{Text: answer2},
+		},
+		LLMTokenGap: 5 * time.Millisecond,
+		TTSPace:     1, // the voice streams in real time: synthesis is in flight too
+	})
 	e := newEnv(t, srv, nil)
 	c := startCaller(t, e.s, 16000)
 	c.say(fixture(t, "hello"))
@@ -224,26 +232,24 @@ func TestBargeIn(t *testing.T) {
 		t.Errorf("no interrupted transcript for %q", played)
 	}
 	// The model saw the cut answer.
-	reqs := srv.chatRequests()
-	if len(reqs) != 2 {
-		t.Fatalf("%d chat requests", len(reqs))
+	chats := srv.Chats()
+	if len(chats) != 2 {
+		t.Fatalf("%d chat requests", len(chats))
 	}
-	msgs := messages(reqs[1])
-	if got := roles(msgs); !slices.Equal(got, []string{"system", "user", "assistant", "user"}) || msgs[2]["content"] != played {
-		t.Errorf("second request messages %v", msgs)
+	msgs := chats[1].Request.Messages
+	if got := roles(chats[1].Request); !slices.Equal(got, []string{"system", "user", "assistant", "user"}) || msgs[2].Content != played {
+		t.Errorf("second request messages %+v", msgs)
 	}
 	// The in-flight work was cancelled: the model's stream and the sentence's synthesis.
-	srv.mu.Lock()
-	chatCancelled, speechCancelled := srv.chatCancel[0], slices.Contains(srv.speechCancel, true)
-	spoken := slices.Clone(srv.speechTexts)
-	srv.mu.Unlock()
-	if !chatCancelled {
+	speechCancelled := slices.ContainsFunc(srv.Speeches(), func(r openaitest.SpeechRecord) bool { return r.Canceled })
+	said := spoken(srv)
+	if !chats[0].Canceled {
 		t.Error("the first answer's stream was not cancelled")
 	}
 	if !speechCancelled {
-		t.Errorf("no synthesis was cancelled; spoken %q", spoken)
+		t.Errorf("no synthesis was cancelled; spoken %q", said)
 	}
-	if slices.Contains(spoken, "and on Sundays we are closed.") {
+	if slices.Contains(said, "and on Sundays we are closed.") {
 		t.Error("the rest of the first answer was synthesised after the barge-in")
 	}
 	if st := e.s.Stats(); st.BargeIns != 1 || st.FalseInterruptions != 0 {
@@ -262,11 +268,12 @@ func TestFalseInterruption(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			srv := newServer(t)
 			const s1 = "Your appointment is booked for Tuesday at three in the afternoon."
 			const s2 = "We will send you a reminder the day before."
-			srv.setWhisper("Please book me for Tuesday at three.", tc.transcript)
-			srv.setChat(chatReply{events: textEvents(s1 + " " + s2)})
+			srv := openaitest.New(t, openaitest.Config{
+				Transcripts: []string{"Please book me for Tuesday at three.", tc.transcript},
+				Replies:     []openaitest.Reply{{Text: s1 + " " + s2}},
+			})
 			// 24 kHz out, the voice's own rate: no resampling, so the output can be
 			// compared sample for sample with what the voice said.
 			e := newEnv(t, srv, func(c *Config) { c.OutputRate = 24000 })
@@ -282,7 +289,7 @@ func TestFalseInterruption(t *testing.T) {
 				t.Errorf("paused for %v", in.Paused)
 			}
 			// Played once, in order, nothing lost or repeated across the pause.
-			want := append(ttsAudio(s1), ttsAudio(s2)...)
+			want := append(openaitest.SpeechAudio(s1, 0), openaitest.SpeechAudio(s2, 0)...)
 			got := e.out.audio()
 			if len(got) != len(want) || !slices.Equal(got, want) {
 				t.Errorf("output differs from the voice's audio: %d samples, want %d", len(got), len(want))
@@ -292,7 +299,7 @@ func TestFalseInterruption(t *testing.T) {
 			if i := e.rec.index(interruption(BargeIn)); i >= 0 {
 				t.Fatalf("a barge-in was declared:\n%s", describe(e.rec.all()))
 			}
-			if n := len(srv.chatRequests()); n != 1 {
+			if n := srv.Counts().Chat; n != 1 {
 				t.Errorf("%d chat requests, want 1", n)
 			}
 			h := e.waitHistory(t, 2)
@@ -316,10 +323,11 @@ func TestFalseInterruption(t *testing.T) {
 // stops for the caller, and speech over it that ends before it does is not a turn.
 func TestBargeInDisabled(t *testing.T) {
 	t.Parallel()
-	srv := newServer(t)
 	const answer = "Our clinic is open from nine in the morning until six in the evening on weekdays, and from ten to two on Saturdays."
-	srv.setWhisper("When are you open?", "Wait, stop. I have a different question about my bill.")
-	srv.setChat(chatReply{events: textEvents(answer)})
+	srv := openaitest.New(t, openaitest.Config{
+		Transcripts: []string{"When are you open?", "Wait, stop. I have a different question about my bill."},
+		Replies:     []openaitest.Reply{{Text: answer}},
+	})
 	e := newEnv(t, srv, func(c *Config) { c.Agent.InterruptionSensitivity = 0 })
 	c := startCaller(t, e.s, 16000)
 	c.say(fixture(t, "hello"))
@@ -336,7 +344,7 @@ func TestBargeInDisabled(t *testing.T) {
 		t.Errorf("%d samples played, want the whole answer (%d)", got, want)
 	}
 	time.Sleep(time.Second)
-	if n := len(srv.chatRequests()); n != 1 {
+	if n := srv.Counts().Chat; n != 1 {
 		t.Errorf("%d chat requests: the speech over the agent became a turn", n)
 	}
 }
@@ -347,13 +355,14 @@ func TestBargeInDisabled(t *testing.T) {
 // the words start the caller's next turn.
 func TestShortInterruptionWithWords(t *testing.T) {
 	t.Parallel()
-	srv := newServer(t)
 	const s1 = "Your appointment is booked for Tuesday at three in the afternoon."
 	const s2 = "We will send you a reminder the day before."
-	srv.setWhisper("Please book me for Tuesday at three.", "No, stop.")
-	srv.setChat(chatReply{events: textEvents(s1 + " " + s2)}, chatReply{events: textEvents("Okay, I stopped.")})
-	// Whisper takes a moment: the transcript arrives after playback has resumed.
-	srv.whisperDelay = 300 * time.Millisecond
+	srv := openaitest.New(t, openaitest.Config{
+		Transcripts: []string{"Please book me for Tuesday at three.", "No, stop."},
+		Replies:     []openaitest.Reply{{Text: s1 + " " + s2}, {Text: "Okay, I stopped."}},
+		// Whisper takes a moment: the transcript arrives after playback has resumed.
+		STTDelay: 300 * time.Millisecond,
+	})
 	e := newEnv(t, srv, nil)
 	c := startCaller(t, e.s, 16000)
 	c.say(fixture(t, "hello"))

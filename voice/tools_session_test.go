@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/voice/llm"
+	"github.com/parleyhq/parley/voice/voicetest/openaitest"
 )
 
 // toolLog records what a tool endpoint received.
@@ -59,21 +61,24 @@ func TestToolCall(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			srv := newServer(t)
 			log := &toolLog{}
-			srv.tools["weather"] = weatherTool(tc.delay, log)
+			// The function's own endpoint: the customer's API, not the model's.
+			api := httptest.NewServer(weatherTool(tc.delay, log))
+			t.Cleanup(api.Close)
 			const answer = "It is sunny in Paris today, twenty one degrees."
-			srv.setWhisper("What is the weather in Paris?")
-			srv.setChat(
-				chatReply{events: toolEvents("", "call_1", "get_weather", `{"city":"Paris"}`)},
-				chatReply{events: textEvents(answer)},
-			)
+			srv := openaitest.New(t, openaitest.Config{
+				Transcripts: []string{"What is the weather in Paris?"},
+				Replies: []openaitest.Reply{
+					{ToolCalls: []openaitest.ToolCall{{ID: "call_1", Name: "get_weather", Arguments: `{"city":"Paris"}`}}},
+					{Text: answer},
+				},
+			})
 			e := newEnv(t, srv, func(c *Config) {
 				c.Agent.Functions = []Function{{
 					Name:        "get_weather",
 					Description: "Weather forecast for a city.",
 					Parameters:  json.RawMessage(`{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}`),
-					URL:         srv.URL + "/tools/weather",
+					URL:         api.URL + "/tools/weather",
 					Method:      tc.method,
 					Headers:     map[string]string{"X-Api-Key": "k-123"},
 					TimeoutMS:   5000,
@@ -113,23 +118,21 @@ func TestToolCall(t *testing.T) {
 				t.Errorf("filler at %d, answer at %d, want filler %v:\n%s", iFiller, iAnswer, tc.wantFiller, describe(e.rec.all()))
 			}
 
-			reqs := srv.chatRequests()
-			if len(reqs) != 2 {
-				t.Fatalf("%d chat requests", len(reqs))
+			chats := srv.Chats()
+			if len(chats) != 2 {
+				t.Fatalf("%d chat requests", len(chats))
 			}
-			msgs := messages(reqs[1])
-			if got := roles(msgs); !slices.Equal(got, []string{"system", "user", "assistant", "tool"}) {
+			msgs := chats[1].Request.Messages
+			if got := roles(chats[1].Request); !slices.Equal(got, []string{"system", "user", "assistant", "tool"}) {
 				t.Fatalf("second request roles %v", got)
 			}
-			calls, _ := msgs[2]["tool_calls"].([]any)
-			if len(calls) != 1 || !strings.Contains(fmt2(calls[0]), `"name":"get_weather"`) || !strings.Contains(fmt2(calls[0]), `"id":"call_1"`) {
-				t.Errorf("assistant tool calls %v", calls)
+			if calls := msgs[2].ToolCalls; len(calls) != 1 || calls[0].Name != "get_weather" || calls[0].ID != "call_1" {
+				t.Errorf("assistant tool calls %+v", calls)
 			}
-			if msgs[3]["tool_call_id"] != "call_1" || msgs[3]["content"] != `{"forecast":"sunny","temp_c":21}` {
-				t.Errorf("tool message %v", msgs[3])
+			if msgs[3].ToolCallID != "call_1" || msgs[3].Content != `{"forecast":"sunny","temp_c":21}` {
+				t.Errorf("tool message %+v", msgs[3])
 			}
-			tools, _ := reqs[0]["tools"].([]any)
-			if len(tools) != 2 || !strings.Contains(fmt2(tools[0]), `"get_weather"`) {
+			if tools := chats[0].Request.ToolNames(); len(tools) != 2 || tools[0] != "get_weather" {
 				t.Errorf("tools offered %v", tools)
 			}
 
@@ -155,10 +158,12 @@ func TestToolCall(t *testing.T) {
 // then the session ends on its own.
 func TestEndCall(t *testing.T) {
 	t.Parallel()
-	srv := newServer(t)
 	const bye = "Thank you for calling, have a great day. Goodbye!"
-	srv.setWhisper("That's all, thanks.")
-	srv.setChat(chatReply{events: toolEvents(bye, "call_9", "end_call", `{}`)})
+	srv := openaitest.New(t, openaitest.Config{
+		Transcripts: []string{"That's all, thanks."},
+		Replies: []openaitest.Reply{{Text: bye,
+			ToolCalls: []openaitest.ToolCall{{ID: "call_9", Name: "end_call", Arguments: `{}`}}}},
+	})
 	e := newEnv(t, srv, nil)
 	c := startCaller(t, e.s, 16000)
 	c.say(fixture(t, "hello"))
@@ -183,7 +188,7 @@ func TestEndCall(t *testing.T) {
 	}
 	// All of the goodbye went out before the end.
 	var want int
-	for _, s := range srv.spoken() {
+	for _, s := range spoken(srv) {
 		want += outSamples(s, 48000)
 	}
 	if got := len(e.out.audio()); got < want {
@@ -207,13 +212,15 @@ func TestTransfer(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			srv := newServer(t)
-			srv.setWhisper("Can I talk to a person?")
 			const refusal = "I'm sorry, I can't transfer you there."
-			srv.setChat(
-				chatReply{events: toolEvents("", "call_t", "transfer_call", `{"destination":"`+tc.dest+`","message":"Connecting you now."}`)},
-				chatReply{events: textEvents(refusal)},
-			)
+			srv := openaitest.New(t, openaitest.Config{
+				Transcripts: []string{"Can I talk to a person?"},
+				Replies: []openaitest.Reply{
+					{ToolCalls: []openaitest.ToolCall{{ID: "call_t", Name: "transfer_call",
+						Arguments: `{"destination":"` + tc.dest + `","message":"Connecting you now."}`}}},
+					{Text: refusal},
+				},
+			})
 			e := newEnv(t, srv, func(c *Config) { c.Agent.TransferDestinations = []string{"+15550100"} })
 			c := startCaller(t, e.s, 16000)
 			c.say(fixture(t, "hello"))
@@ -235,13 +242,13 @@ func TestTransfer(t *testing.T) {
 			if e.rec.index(isKind[*Transfer]) >= 0 || e.rec.index(ended) >= 0 {
 				t.Fatalf("refused transfer went ahead:\n%s", describe(e.rec.all()))
 			}
-			reqs := srv.chatRequests()
-			if len(reqs) != 2 {
-				t.Fatalf("%d chat requests", len(reqs))
+			chats := srv.Chats()
+			if len(chats) != 2 {
+				t.Fatalf("%d chat requests", len(chats))
 			}
-			msgs := messages(reqs[1])
-			if last := msgs[len(msgs)-1]; last["role"] != "tool" || !strings.Contains(fmt2(last["content"]), "not allowed") {
-				t.Errorf("tool result %v", last)
+			msgs := chats[1].Request.Messages
+			if last := msgs[len(msgs)-1]; last.Role != "tool" || !strings.Contains(last.Content, "not allowed") {
+				t.Errorf("tool result %+v", last)
 			}
 		})
 	}

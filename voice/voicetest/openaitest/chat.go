@@ -261,11 +261,21 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		s.chats = append(s.chats, rec)
 	})
 	canceled := status == http.StatusOK // until the answer has gone out whole
-	defer func() {
+	recorded := false
+	// finish records the end. The last write of a streamed answer is recorded just
+	// before it goes out: a client that has read the whole answer then finds it
+	// recorded.
+	finish := func() {
+		recorded = true
 		s.update(func() {
 			s.chats[i].Done = time.Now()
 			s.chats[i].Canceled = canceled
 		})
+	}
+	defer func() {
+		if !recorded {
+			finish()
+		}
 	}()
 	switch {
 	case status == http.StatusOK:
@@ -284,8 +294,9 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.update(func() { s.chats[i].FirstToken = time.Now() })
-		writeJSON(w, http.StatusOK, st.completion(reply, i, promptTokens(req)))
 		canceled = false
+		finish()
+		writeJSON(w, http.StatusOK, st.completion(reply, i, promptTokens(req)))
 		return
 	}
 
@@ -311,7 +322,9 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if k == 0 {
-			// The role chunk carries no token; it goes out with the first one.
+			// The role chunk carries no token; it goes out with the first one, which is
+			// recorded first so that a client holding it finds it recorded.
+			s.update(func() { s.chats[i].FirstToken = time.Now() })
 			if writeEvent(w, st.role()) != nil {
 				return
 			}
@@ -319,19 +332,18 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		if writeEvent(w, ev) != nil || rc.Flush() != nil {
 			return
 		}
-		if k == 0 {
-			s.update(func() { s.chats[i].FirstToken = time.Now() })
-		}
 	}
 	if wc.StreamOptions != nil && wc.StreamOptions.IncludeUsage {
 		if writeEvent(w, st.usage(reply, promptTokens(req))) != nil {
 			return
 		}
 	}
-	if writeEvent(w, []byte("[DONE]")) != nil || rc.Flush() != nil {
-		return
-	}
 	canceled = false
+	finish()
+	if writeEvent(w, []byte("[DONE]")) != nil || rc.Flush() != nil {
+		canceled = true
+		finish()
+	}
 }
 
 func writeEvent(w io.Writer, data []byte) error {

@@ -174,6 +174,10 @@ func (s *Server) handleSpeech(w http.ResponseWriter, r *http.Request) {
 		if !s.sleepUntil(r.Context(), due) {
 			return
 		}
+		if k == 0 {
+			// Recorded before it goes out, so a client holding it finds it recorded.
+			s.update(func() { s.speeches[i].FirstByte = time.Now() })
+		}
 		if k == 0 && body.ResponseFormat == "wav" {
 			if _, err := w.Write(wavHeader(len(pcm))); err != nil {
 				return
@@ -184,9 +188,6 @@ func (s *Server) handleSpeech(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		sent += n
-		if k == 0 {
-			s.update(func() { s.speeches[i].FirstByte = time.Now() })
-		}
 	}
 	canceled = false
 }
