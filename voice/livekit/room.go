@@ -4,16 +4,15 @@
 // One Room carries one call. The flow:
 //
 //   - Join connects with the agent's token (from a dispatch job) and publishes the
-//     agent's voice, a media.PCMLocalTrack fed 20 ms frames by the engine. An inbound SIP
-//     call is only answered once this track exists, so it is published before anything
-//     else.
+//     agent's voice, a VoiceTrack: the engine's 20 ms frames Opus-encoded and sent as
+//     they come (see VoiceTrack for why not media.PCMLocalTrack). An inbound SIP call is
+//     only answered once this track exists, so it is published before anything else.
 //   - Run waits for the caller (the first participant that is not an agent and
 //     publishes a microphone), starts the session, and pipes the caller's track through a
 //     media.PCMRemoteTrack (Opus decoded at 48 kHz) into Session.WriteFrame, which
 //     resamples to the engine's 16 kHz.
-//   - Barge-in: the engine pauses its own playout and calls Output's Flush, which
-//     empties the track's send queue (PCMLocalTrack.ClearQueue), so the caller stops
-//     hearing the agent at the next 10 ms tick.
+//   - Barge-in: the engine pauses its playout at the caller's speech onset; the track
+//     has no queue of its own, so the agent's voice stops at the next 20 ms frame.
 //   - Transcripts go to the room as LiveKit text streams on the lk.transcription topic,
 //     the convention LiveKit's client components render as live captions.
 //   - The call ends when the caller leaves, the room closes or the agent is removed
@@ -116,11 +115,11 @@ type Result struct {
 
 // Room is the agent's presence in one LiveKit room.
 type Room struct {
-	cfg   Config
-	log   *slog.Logger
-	room  *lksdk.Room
-	track *BoundTrack
-	out   *output
+	cfg      Config
+	log      *slog.Logger
+	room     *lksdk.Room
+	track    *VoiceTrack
+	trackSID string
 
 	// events receives what LiveKit's callbacks report, for Run's loop.
 	events chan roomEvent
@@ -182,12 +181,11 @@ func Join(ctx context.Context, cfg Config) (*Room, error) {
 	r := &Room{cfg: cfg, log: cfg.Logger, events: make(chan roomEvent, 64), heard: make(chan struct{})}
 	lkLog := protoLogger.LogRLogger(logr.FromSlogHandler(cfg.Logger.Handler()))
 
-	track, err := NewBoundTrack(outputRate, lkLog)
+	track, err := NewVoiceTrack()
 	if err != nil {
 		return nil, fmt.Errorf("livekit: agent track: %w", err)
 	}
 	r.track = track
-	r.out = &output{track: track}
 
 	cb := lksdk.NewRoomCallback()
 	cb.OnParticipantConnected = func(p *lksdk.RemoteParticipant) { r.post(roomEvent{kind: evParticipant, p: p}) }
@@ -257,11 +255,13 @@ func Join(ctx context.Context, cfg Config) (*Room, error) {
 	}
 	// The agent's voice goes up at once: an inbound SIP call is answered only once
 	// the agent has a track.
-	if _, err := room.LocalParticipant.PublishTrack(track, &lksdk.TrackPublicationOptions{Name: "agent-voice", Source: livekit.TrackSource_MICROPHONE}); err != nil {
+	pub, err := room.LocalParticipant.PublishTrack(track, &lksdk.TrackPublicationOptions{Name: "agent-voice", Source: livekit.TrackSource_MICROPHONE})
+	if err != nil {
 		room.Disconnect()
 		track.Close()
 		return nil, fmt.Errorf("livekit: publish: %w", err)
 	}
+	r.trackSID = pub.SID()
 	r.room = room
 	return r, nil
 }
@@ -278,7 +278,7 @@ func (r *Room) post(e roomEvent) {
 }
 
 // Output is where the engine writes the agent's voice (Config.Output).
-func (r *Room) Output() audio.Writer { return r.out }
+func (r *Room) Output() audio.Writer { return r.track }
 
 // OutputRate is the rate the engine must write at (Config.OutputRate).
 func (r *Room) OutputRate() int { return outputRate }
@@ -291,21 +291,6 @@ func (r *Room) Identity() string { return r.room.LocalParticipant.Identity() }
 
 // Stats returns the room's counters.
 func (r *Room) Stats() *Stats { return &r.stats }
-
-// output feeds the engine's paced frames to the track. The engine already paces at
-// real time, so the track's queue holds at most a frame or two.
-type output struct {
-	track *BoundTrack
-}
-
-func (o *output) WriteFrame(f audio.Frame) error {
-	// WriteSample copies the samples; the engine reuses its buffer.
-	return o.track.WriteSample(f.Samples)
-}
-
-// Flush drops audio queued in the track (audio.Flusher): the engine calls it when the
-// caller barges in.
-func (o *output) Flush() { o.track.ClearQueue() }
 
 // Run waits for the caller, starts s and holds the call until it ends. s must be
 // configured with Output() and OutputRate(), and not yet started. Run stops s before
@@ -643,9 +628,7 @@ func (c *captions) run() {
 			"parley.speaker":         string(cp.speaker),
 		}
 		if cp.speaker == voice.SpeakerAgent {
-			if pub := c.r.track; pub != nil {
-				attrs["lk.transcribed_track_id"] = pub.ID()
-			}
+			attrs["lk.transcribed_track_id"] = c.r.trackSID
 		}
 		lp.SendText(cp.text, lksdk.StreamTextOptions{Topic: CaptionTopic, Attributes: attrs})
 	}

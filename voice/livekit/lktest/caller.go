@@ -164,27 +164,26 @@ func (c *Caller) FirstSpeech(from time.Time) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-// SpeechEnd returns the arrival time of the first silent chunk after from that starts
-// a silence of at least quiet (nothing but silence until the end of the log, which
-// must reach quiet past it).
+// SpeechEnd returns when the agent's speech at or after from stopped, once it has
+// stayed stopped for at least quiet: the arrival of the last speech chunk before the
+// silence plus its length. Silence is the absence of speech chunks, whether silent
+// chunks arrive or nothing does (an agent sends nothing while it is silent, as Opus
+// DTX does). Until speech has come at or after from, it has not ended.
 func (c *Caller) SpeechEnd(from time.Time, quiet time.Duration) (time.Time, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var start time.Time
+	var end time.Time
 	for _, ch := range c.chunks {
-		if ch.At.Before(from) {
+		if ch.At.Before(from) || !ch.Speech() {
 			continue
 		}
-		if ch.Speech() {
-			start = time.Time{}
-			continue
+		if !end.IsZero() && ch.At.Sub(end) >= quiet {
+			return end, true // a silence of quiet before this chunk
 		}
-		if start.IsZero() {
-			start = ch.At
-		}
-		if ch.At.Sub(start) >= quiet {
-			return start, true
-		}
+		end = ch.At.Add(time.Duration(ch.N) * time.Second / Rate)
+	}
+	if !end.IsZero() && time.Since(end) >= quiet {
+		return end, true
 	}
 	return time.Time{}, false
 }
@@ -212,6 +211,7 @@ func (c *Caller) wait(ctx context.Context, cond func() (time.Time, bool)) (time.
 		case <-ctx.Done():
 			return time.Time{}, fmt.Errorf("lktest: %w", ctx.Err())
 		case <-ch:
+		case <-time.After(10 * time.Millisecond): // silence sends no chunks
 		}
 	}
 }
