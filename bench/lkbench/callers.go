@@ -50,8 +50,8 @@ type callerReport struct {
 	V2VP50ms, V2VP95ms, V2VMaxms float64
 	// Joined callers, and joins that failed for good.
 	Joined, JoinFailed int
-	// HeardRate is the agent audio the callers received, in chunks per caller per
-	// second: the agent's track sends 10 ms packets, so 100 is all of it.
+	// HeardRate is the agent audio the callers received, in 10 ms units per caller per
+	// second (100 would be an agent talking without a break).
 	HeardRate float64
 	// MicLate counts microphone packets the light callers sent more than a frame late
 	// or skipped: a starved callers' process, not the agent, shortens in-rate then.
@@ -69,7 +69,7 @@ type callerStats struct {
 	timeouts  int
 	joined    int
 	joinFails int
-	// heardBy count the agent audio chunks each caller has received.
+	// heardBy count the agent audio each caller has received, in 10 ms units.
 	heardBy []func() int64
 	micLate []func() int64
 	heard0  int64 // chunks heard when the window started
@@ -258,7 +258,13 @@ func lktestCall(ctx context.Context, o options, i int, speech []int16, st *calle
 		return
 	}
 	defer c.Close()
-	st.joinedRoom(i, true, func() int64 { return int64(len(c.Chunks())) }, nil)
+	st.joinedRoom(i, true, func() int64 {
+		var n int64
+		for _, ch := range c.Chunks() {
+			n += int64(ch.N / (lktest.Rate / 100)) // in 10 ms units
+		}
+		return n
+	}, nil)
 
 	speechLen := time.Duration(len(speech)) * time.Second / lktest.Rate
 	joined := time.Now()

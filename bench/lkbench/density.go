@@ -43,8 +43,9 @@ type densityResult struct {
 	Underruns     uint64  `json:"underruns"`
 	MaxLatenessMs float64 `json:"max_lateness_ms"`
 	// InPct is the share of the callers' audio the sessions received, and OutPct of
-	// the agents' audio the callers received, from the packets counted on arrival
-	// (the light caller sends 20 ms packets, lktest's and the agent's tracks 10 ms).
+	// the agents' audio the callers received (against the frames the engines wrote),
+	// from the audio counted on arrival (the light caller sends 20 ms packets,
+	// lktest's track 10 ms).
 	// A track that falls behind, or a jitter buffer that drops late packets, shows
 	// here, which the engine's own playout counters cannot see.
 	InPct  float64 `json:"in_pct"`
@@ -472,7 +473,12 @@ func runDensity(o options) (densityResult, error) {
 	r.OverheadP50ms, r.OverheadP99ms = msf(ovh.p50), msf(ovh.p99)
 	r.V2VP50ms, r.V2VP95ms, r.V2VMaxms = cr.V2VP50ms, cr.V2VP95ms, cr.V2VMaxms
 	r.Timeouts, r.JoinFails = cr.Timeouts, cr.JoinFailed
-	r.OutPct = cr.HeardRate // chunks per second of 10 ms: a percentage
+	// The agents send only while they speak (silence sends nothing, as Opus DTX does), so
+	// what the callers heard is compared with what the engines wrote: 20 ms frames,
+	// two 10 ms units each.
+	if r.OutFrames > 0 {
+		r.OutPct = min(100, 100*cr.HeardRate*float64(o.n)*elapsed.Seconds()/(2*float64(r.OutFrames)))
+	}
 	r.MicLate = cr.MicLate
 
 	secs := elapsed.Seconds()

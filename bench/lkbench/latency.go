@@ -15,7 +15,7 @@ import (
 
 // targetSlack is the platform's budget on top of the providers and the endpointing:
 // the transport both ways (two Opus codecs, two jitter buffers, the server's
-// forwarding, the tracks' 10 ms ticks) and the engine's own work.
+// forwarding, the caller's track's 10 ms ticks) and the engine's own work.
 const targetSlack = 60 * time.Millisecond
 
 // ledgerLog keeps the engine's latency ledgers as they come.

@@ -71,7 +71,7 @@ func encodeOpus(pcm []int16) ([][]byte, error) {
 
 // ear listens to the agent: it notes when speech arrives.
 type ear struct {
-	chunks atomic.Int64
+	chunks atomic.Int64 // agent audio heard, in 10 ms units
 
 	mu     sync.Mutex
 	opened time.Time // the first chunk of all
@@ -81,7 +81,7 @@ type ear struct {
 }
 
 func (e *ear) WriteSample(pcm media.PCM16Sample) error {
-	e.chunks.Add(1)
+	e.chunks.Add(int64(len(pcm) / (lktest.Rate / 100))) // in 10 ms units
 	speech := lktest.DBFS(pcm) > lktest.SpeechDBFS
 	now := time.Now()
 	e.mu.Lock()

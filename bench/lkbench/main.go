@@ -10,9 +10,11 @@
 // (-stt-delay, -llm-ttft, -tts-ttfb; 150, 250 and 100 ms by default) with a short
 // reply. The scripted voice's samples are replaced with espeak-ng speech of the reply
 // (voice.go says why: libopus codes the scripted tone several times more cheaply than
-// speech; -agent-voice tone keeps the tone). Both directions carry Opus at 48 kHz all
-// the time, silence included, as a browser's and an agent's tracks do. A chunk of
-// received audio louder than lktest.SpeechDBFS is speech.
+// speech; -agent-voice tone keeps the tone). The callers' microphones carry Opus at
+// 48 kHz all the time, silence included, as a browser's does; the agent's voice track
+// (livekit.VoiceTrack) sends 20 ms packets while the agent speaks and nothing in
+// silence, as Opus DTX does. A chunk of received audio louder than lktest.SpeechDBFS is
+// speech.
 //
 // Latency mode (the default): one room, one caller (voice/livekit/lktest). Each turn
 // the caller says voice/testdata/hello.wav, then stays silent until the agent's answer
@@ -45,7 +47,8 @@
 // (30 s) measures: the engine's playout counters summed over sessions (frames that went
 // out more than a frame late or were skipped by the pacer, underruns, the worst
 // lateness), the share of each direction's audio packets that arrived (in: caller to
-// session; out: agent track to caller), the engine's per-turn overhead (end-of-turn
+// session; out: agent track to caller, against the frames the engines wrote), the
+// engine's per-turn overhead (end-of-turn
 // decision to first frame, minus model and voice time), the caller-measured
 // voice-to-voice latency, CPU in cores of the agent process, of the callers' process and
 // of livekit-server separately (and of other processes: the machine may be shared), and

@@ -15,9 +15,9 @@ import (
 // tone and the digital silence after it far more cheaply than speech and the silence
 // after speech: measured on this repository's libopus 1.3.1 at LiveKit's settings
 // (VoIP, default complexity, 10 ms frames), about 25 µs a frame after the tone against
-// 110-145 µs after espeak-ng speech. The agent's track encodes every 10 ms of a call,
-// silence included, so a worker benchmarked with the tone would look several times
-// cheaper than one speaking with a real voice. speechVoice keeps the real adapter's
+// 110-145 µs after espeak-ng speech, and the gap holds at the agent track's complexity
+// 1, so a worker benchmarked with the tone would look cheaper than one speaking with a
+// real voice. speechVoice keeps the real adapter's
 // stream, with its timing, length and HTTP traffic, and replaces its samples with
 // espeak-ng speech of the reply, looped.
 
