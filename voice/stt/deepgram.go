@@ -472,6 +472,17 @@ func (s *dgStream) Close() error {
 	return nil
 }
 
+// sendFailed records a failed write. A cancelled stream's connection is closed under
+// the writer, which then fails with "use of closed network connection": the cause to
+// report is the cancellation.
+func (s *dgStream) sendFailed(what string, err error) {
+	if s.ctx.Err() != nil {
+		s.fail(context.Cause(s.ctx))
+		return
+	}
+	s.fail(fmt.Errorf("%s: %w", what, err))
+}
+
 func (s *dgStream) writeLoop() {
 	defer s.wg.Done()
 	interval := s.p.cfg.KeepAliveInterval
@@ -481,7 +492,7 @@ func (s *dgStream) writeLoop() {
 		select {
 		case m := <-s.out:
 			if err := s.conn.Write(s.ctx, m.typ, m.data); err != nil {
-				s.fail(fmt.Errorf("send: %w", err))
+				s.sendFailed("send", err)
 				return
 			}
 			if m.closeStream {
@@ -492,7 +503,7 @@ func (s *dgStream) writeLoop() {
 			}
 		case <-ka.C:
 			if err := s.conn.Write(s.ctx, websocket.MessageText, msgKeepAlive); err != nil {
-				s.fail(fmt.Errorf("send keep-alive: %w", err))
+				s.sendFailed("send keep-alive", err)
 				return
 			}
 			ka.Reset(interval)
