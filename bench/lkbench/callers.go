@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/parleyhq/parley/bench/internal/sysstat"
 	"github.com/parleyhq/parley/voice/livekit/lktest"
 	"github.com/parleyhq/parley/voice/voicetest/openaitest"
 )
@@ -124,7 +125,7 @@ func (s *callerStats) joinedRoom(i int, ok bool, heard, late func() int64) {
 func (s *callerStats) startWindow() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.on, s.from, s.heard0, s.late0, s.cpu0 = true, time.Now(), sum(s.heardBy), sum(s.micLate), selfCPU()
+	s.on, s.from, s.heard0, s.late0, s.cpu0 = true, time.Now(), sum(s.heardBy), sum(s.micLate), sysstat.SelfCPU()
 }
 
 func (s *callerStats) report() callerReport {
@@ -139,7 +140,7 @@ func (s *callerStats) report() callerReport {
 	if len(s.heardBy) > 0 {
 		r.HeardRate = float64(sum(s.heardBy)-s.heard0) / float64(len(s.heardBy)) / secs
 	}
-	r.Cores = (selfCPU() - s.cpu0).Seconds() / secs
+	r.Cores = (sysstat.SelfCPU() - s.cpu0).Seconds() / secs
 	return r
 }
 

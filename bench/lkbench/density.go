@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/parleyhq/parley/bench/internal/sysstat"
 	"github.com/parleyhq/parley/voice"
 )
 
@@ -275,7 +276,7 @@ func runDensity(o options) (densityResult, error) {
 	}
 
 	runtime.GC()
-	rss0, heap0, srvRSS0 := procRSS("self"), heapBytes(), procRSS(strconv.Itoa(lk.pid))
+	rss0, heap0, srvRSS0 := sysstat.RSS("self"), sysstat.HeapBytes(), sysstat.RSS(strconv.Itoa(lk.pid))
 
 	col := &collector{}
 	rooms := make([]*benchRoom, o.n)
@@ -390,9 +391,9 @@ func runDensity(o options) (densityResult, error) {
 		return s, in
 	}
 	stats0, in0 := sum()
-	self0, srv0 := selfCPU(), procCPU(lk.pid)
-	busy0, total0 := machineCPU()
-	rm0 := readRuntimeMetrics()
+	self0, srv0 := sysstat.SelfCPU(), sysstat.ProcCPU(lk.pid)
+	busy0, total0 := sysstat.MachineCPU()
+	rm0 := sysstat.ReadRuntimeMetrics()
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)
 		if err != nil {
@@ -411,9 +412,9 @@ func runDensity(o options) (densityResult, error) {
 	sleep(ctx, o.window)
 	elapsed := time.Since(t0)
 	col.on.Store(false)
-	self1, srv1 := selfCPU(), procCPU(lk.pid)
-	busy1, total1 := machineCPU()
-	rm1 := readRuntimeMetrics()
+	self1, srv1 := sysstat.SelfCPU(), sysstat.ProcCPU(lk.pid)
+	busy1, total1 := sysstat.MachineCPU()
+	rm1 := sysstat.ReadRuntimeMetrics()
 	if o.cpuProfile != "" {
 		pprof.StopCPUProfile()
 	}
@@ -433,7 +434,7 @@ func runDensity(o options) (densityResult, error) {
 		return r, fmt.Errorf("callers' report %q: %w", line, err)
 	}
 	runtime.GC()
-	rss1, heap1, srvRSS1 := procRSS("self"), heapBytes(), procRSS(strconv.Itoa(lk.pid))
+	rss1, heap1, srvRSS1 := sysstat.RSS("self"), sysstat.HeapBytes(), sysstat.RSS(strconv.Itoa(lk.pid))
 
 	for i, br := range rooms {
 		if br.a == nil {
@@ -493,8 +494,8 @@ func runDensity(o options) (densityResult, error) {
 	if lk.pid > 0 {
 		r.ServerRSSPerRoomMB = float64(int64(srvRSS1)-int64(srvRSS0)) / float64(o.n) / (1 << 20)
 	}
-	r.SchedP99ms = 1000 * quantileDelta(rm0[0].Value.Float64Histogram(), rm1[0].Value.Float64Histogram(), 0.99)
-	r.GCPauseMaxms = 1000 * quantileDelta(rm0[1].Value.Float64Histogram(), rm1[1].Value.Float64Histogram(), 1)
+	r.SchedP99ms = 1000 * sysstat.QuantileDelta(rm0[0].Value.Float64Histogram(), rm1[0].Value.Float64Histogram(), 0.99)
+	r.GCPauseMaxms = 1000 * sysstat.QuantileDelta(rm0[1].Value.Float64Histogram(), rm1[1].Value.Float64Histogram(), 1)
 	r.Goroutines = runtime.NumGoroutine()
 	r.Pass = r.Joined == o.n && r.RoomsTurned == o.n && r.Ended == 0 && r.OutMissPct <= maxMissPct &&
 		r.InPct >= 100-maxMissPct && r.OutPct >= 100-maxMissPct

@@ -29,7 +29,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -37,12 +36,10 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"runtime"
-	"runtime/metrics"
 	"runtime/pprof"
 	"runtime/trace"
 	"slices"
@@ -50,9 +47,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
+	"github.com/parleyhq/parley/bench/internal/sysstat"
 	"github.com/parleyhq/parley/voice"
 	"github.com/parleyhq/parley/voice/audio"
 	"github.com/parleyhq/parley/voice/tts"
@@ -336,7 +333,7 @@ func runStep(o options) (result, error) {
 		return result{}, err
 	}
 	runtime.GC()
-	rss0, heap0 := rssBytes(), heapBytes()
+	rss0, heap0 := sysstat.RSS("self"), sysstat.HeapBytes()
 
 	col := &collector{}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -363,9 +360,9 @@ func runStep(o options) (result, error) {
 
 	time.Sleep(o.warmup)
 	stats0 := sumStats(calls)
-	ru0 := cpuTime()
-	busy0, total0 := machineCPU()
-	rm0 := readRuntimeMetrics()
+	ru0 := sysstat.SelfCPU()
+	busy0, total0 := sysstat.MachineCPU()
+	rm0 := sysstat.ReadRuntimeMetrics()
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)
 		if err != nil {
@@ -396,15 +393,15 @@ func runStep(o options) (result, error) {
 	time.Sleep(o.window)
 	elapsed := time.Since(t0)
 	col.on.Store(false)
-	ru1 := cpuTime()
-	busy1, total1 := machineCPU()
-	rm1 := readRuntimeMetrics()
+	ru1 := sysstat.SelfCPU()
+	busy1, total1 := sysstat.MachineCPU()
+	rm1 := sysstat.ReadRuntimeMetrics()
 	if o.cpuProfile != "" {
 		pprof.StopCPUProfile()
 	}
 	stats1 := sumStats(calls)
 	runtime.GC()
-	rss1, heap1 := rssBytes(), heapBytes()
+	rss1, heap1 := sysstat.RSS("self"), sysstat.HeapBytes()
 
 	cancel()
 	wg.Wait()
@@ -444,8 +441,8 @@ func runStep(o options) (result, error) {
 	}
 	r.RSSPerCallMB = float64(int64(rss1)-int64(rss0)) / float64(o.n) / (1 << 20)
 	r.HeapPerCallMB = float64(int64(heap1)-int64(heap0)) / float64(o.n) / (1 << 20)
-	r.SchedP99ms = 1000 * quantileDelta(rm0[0].Value.Float64Histogram(), rm1[0].Value.Float64Histogram(), 0.99)
-	r.GCPauseMaxms = 1000 * quantileDelta(rm0[1].Value.Float64Histogram(), rm1[1].Value.Float64Histogram(), 1)
+	r.SchedP99ms = 1000 * sysstat.QuantileDelta(rm0[0].Value.Float64Histogram(), rm1[0].Value.Float64Histogram(), 0.99)
+	r.GCPauseMaxms = 1000 * sysstat.QuantileDelta(rm0[1].Value.Float64Histogram(), rm1[1].Value.Float64Histogram(), 1)
 	r.Goroutines = runtime.NumGoroutine()
 	r.Pass = r.Turns > 0 && r.OutMissPct <= maxMissPct && r.InMissPct <= maxMissPct && r.OverheadP99ms <= maxOverheadP99
 	return r, nil
@@ -580,86 +577,4 @@ func sumStats(calls []*call) voice.PlayoutStats {
 		s.MaxLateness = max(s.MaxLateness, st.MaxLateness)
 	}
 	return s
-}
-
-func readRuntimeMetrics() []metrics.Sample {
-	s := []metrics.Sample{{Name: "/sched/latencies:seconds"}, {Name: "/sched/pauses/total/gc:seconds"}}
-	metrics.Read(s)
-	return s
-}
-
-// quantileDelta is the q-quantile (1: the maximum) of the observations a cumulative
-// histogram gained between two readings, at the upper bound of its bucket.
-func quantileDelta(a, b *metrics.Float64Histogram, q float64) float64 {
-	var total uint64
-	d := make([]uint64, len(b.Counts))
-	for i := range b.Counts {
-		d[i] = b.Counts[i] - a.Counts[i]
-		total += d[i]
-	}
-	if total == 0 {
-		return 0
-	}
-	want := uint64(math.Ceil(q * float64(total)))
-	var n uint64
-	for i, c := range d {
-		n += c
-		if n >= want && c > 0 {
-			up := b.Buckets[i+1]
-			if math.IsInf(up, 1) {
-				up = b.Buckets[i]
-			}
-			return up
-		}
-	}
-	return 0
-}
-
-// machineCPU reads the machine's busy and total jiffies from /proc/stat.
-func machineCPU() (busy, total uint64) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, 0
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
-	for i, v := range f[1:] {
-		n, _ := strconv.ParseUint(v, 10, 64)
-		total += n
-		if i != 3 && i != 4 { // idle, iowait
-			busy += n
-		}
-	}
-	return busy, total
-}
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// rssBytes reads the resident set size, which counts C memory (soxr, libopus) too.
-func rssBytes() uint64 {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, _ := strconv.ParseUint(strings.Fields(v)[0], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
-
-func heapBytes() uint64 {
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return ms.HeapInuse + ms.StackInuse
 }
