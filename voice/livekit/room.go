@@ -19,9 +19,11 @@
 //     (POST /v1/calls/{id}/end deletes the room), or the session ends itself (end_call,
 //     silence, maximum duration); Run reports which.
 //
-// A muted caller sends no packets at all; the engine would then never hear the end of
-// a word cut off by the mute, so while the caller is muted (or has no track) the room
-// feeds the session silence in real time.
+// The caller's audio reaches the engine on the wall clock. A browser's microphone
+// sends Opus with DTX (a packet every 400 ms in silence), a muted one sends nothing,
+// and packets get lost; the engine measures pauses in audio, so without help it would
+// wait seconds to hear that the caller stopped talking. A 20 ms tick fills whatever the
+// track has not delivered, beyond a 60 ms allowance for jitter, with silence.
 package livekit
 
 import (
@@ -129,7 +131,7 @@ type Room struct {
 	input    *lkmedia.PCMRemoteTrack
 	inputSID string
 	session  *voice.Session
-	muted    bool // the caller's microphone is muted or gone: feed silence
+	in       *input // the session's input timeline, from the first caller track on
 
 	closeOnce sync.Once
 	// heard is closed when someone (the caller) has subscribed to the agent's voice.
@@ -143,7 +145,7 @@ type Room struct {
 type Stats struct {
 	Reconnects   atomic.Int64
 	InputFrames  atomic.Int64 // caller audio chunks handed to the session
-	SilenceFeeds atomic.Int64 // silence frames fed while the caller was muted
+	SilenceFeeds atomic.Int64 // 20 ms frames of silence filled in for missing caller audio
 }
 
 type roomEventKind int
@@ -153,7 +155,6 @@ const (
 	evTrack                            // a track was subscribed
 	evParticipantLeft
 	evDisconnected
-	evMute
 	evPublished
 )
 
@@ -162,7 +163,6 @@ type roomEvent struct {
 	p        *lksdk.RemoteParticipant
 	track    *webrtc.TrackRemote
 	pub      *lksdk.RemoteTrackPublication
-	muted    bool
 	reason   lksdk.DisconnectionReason
 	identity string
 }
@@ -199,19 +199,6 @@ func Join(ctx context.Context, cfg Config) (*Room, error) {
 	}
 	cb.OnTrackSubscribed = func(t *webrtc.TrackRemote, pub *lksdk.RemoteTrackPublication, p *lksdk.RemoteParticipant) {
 		r.post(roomEvent{kind: evTrack, p: p, track: t, pub: pub})
-	}
-	cb.OnTrackUnsubscribed = func(t *webrtc.TrackRemote, pub *lksdk.RemoteTrackPublication, p *lksdk.RemoteParticipant) {
-		r.post(roomEvent{kind: evMute, p: p, pub: pub, muted: true})
-	}
-	cb.OnTrackMuted = func(pub lksdk.TrackPublication, p lksdk.Participant) {
-		if rp, ok := p.(*lksdk.RemoteParticipant); ok {
-			r.post(roomEvent{kind: evMute, p: rp, muted: true})
-		}
-	}
-	cb.OnTrackUnmuted = func(pub lksdk.TrackPublication, p lksdk.Participant) {
-		if rp, ok := p.(*lksdk.RemoteParticipant); ok {
-			r.post(roomEvent{kind: evMute, p: rp, muted: false})
-		}
 	}
 	cb.OnLocalTrackSubscribed = func(pub *lksdk.LocalTrackPublication, lp *lksdk.LocalParticipant) {
 		r.heardOnce.Do(func() { close(r.heard) })
@@ -314,24 +301,8 @@ func (r *Room) Run(ctx context.Context, s *voice.Session) (res Result, err error
 	wait := time.NewTimer(r.cfg.CallerWait)
 	defer wait.Stop()
 	started := false
-	var silence <-chan time.Time
-	var silenceTick *time.Ticker
-	defer func() {
-		if silenceTick != nil {
-			silenceTick.Stop()
-		}
-	}()
-	setSilence := func(on bool) {
-		switch {
-		case on && silenceTick == nil:
-			silenceTick = time.NewTicker(20 * time.Millisecond)
-			silence = silenceTick.C
-		case !on && silenceTick != nil:
-			silenceTick.Stop()
-			silenceTick, silence = nil, nil
-		}
-	}
-	silenceFrame := audio.Frame{Samples: make([]int16, 320), Rate: 16000}
+	// tick fills gaps in the caller's audio once the conversation has started.
+	var tick <-chan time.Time
 
 	for {
 		var done <-chan struct{}
@@ -350,16 +321,8 @@ func (r *Room) Run(ctx context.Context, s *voice.Session) (res Result, err error
 		case <-done:
 			res.Outcome = SessionEnded
 			return res, nil
-		case <-silence:
-			if started {
-				r.mu.Lock()
-				muted := r.muted
-				r.mu.Unlock()
-				if muted {
-					r.stats.SilenceFeeds.Add(1)
-					s.WriteFrame(silenceFrame)
-				}
-			}
+		case now := <-tick:
+			r.in.fill(now)
 		case e := <-r.events:
 			switch e.kind {
 			case evParticipant:
@@ -408,26 +371,23 @@ func (r *Room) Run(ctx context.Context, s *voice.Session) (res Result, err error
 						return res, fmt.Errorf("livekit: start session: %w", err)
 					}
 					started = true
+					r.mu.Lock()
+					r.in = newInput(s, &r.stats)
+					r.mu.Unlock()
+					ticker := time.NewTicker(fillTick)
+					defer ticker.Stop()
+					tick = ticker.C
 				}
 				if err := r.attachInput(e.track, e.pub); err != nil {
 					r.log.Warn("livekit: caller track", "err", err)
 					continue
 				}
-				setSilence(false)
 			case evPublished:
 				if r.isCaller(e.p) {
 					r.subscribeMic(e.p)
 				} else if r.adopt(e.p) {
 					res.Caller, res.CallerKind = e.p.Identity(), kindName(e.p.Kind())
 				}
-			case evMute:
-				if !r.isCaller(e.p) {
-					continue
-				}
-				r.mu.Lock()
-				r.muted = e.muted
-				r.mu.Unlock()
-				setSilence(e.muted)
 			case evParticipantLeft:
 				if r.isCaller(e.p) {
 					res.Outcome = CallerLeft
@@ -504,19 +464,18 @@ func (r *Room) attachInput(t *webrtc.TrackRemote, pub *lksdk.RemoteTrackPublicat
 	}
 	old := r.input
 	r.input, r.inputSID = nil, ""
-	s := r.session
+	w := r.in
 	r.mu.Unlock()
 	if old != nil {
 		old.Close()
 	}
-	w := &inputWriter{s: s, stats: &r.stats}
 	in, err := lkmedia.NewPCMRemoteTrack(t, w, lkmedia.WithTargetSampleRate(outputRate),
 		lkmedia.WithLogger(protoLogger.LogRLogger(logr.FromSlogHandler(r.log.Handler()))))
 	if err != nil {
 		return err
 	}
 	r.mu.Lock()
-	r.input, r.inputSID, r.muted = in, pub.SID(), pub.IsMuted()
+	r.input, r.inputSID = in, pub.SID()
 	r.mu.Unlock()
 	return nil
 }
@@ -531,22 +490,66 @@ func (r *Room) detachInput() {
 	}
 }
 
-// inputWriter hands decoded caller audio (48 kHz chunks, one per Opus packet) to the
-// session, which resamples, frames and listens to it on this goroutine.
-type inputWriter struct {
+// input is the session's caller audio on the wall clock: the decoded track (48 kHz
+// chunks, one per Opus packet), with silence filled in where the track fell behind.
+// The session resamples, frames and listens on the writer's goroutine; mu keeps the
+// track's and the filler's writes in order.
+type input struct {
+	mu    sync.Mutex
 	s     *voice.Session
 	stats *Stats
+	t0    time.Time
+	fed   int64 // samples fed (audio and silence) since t0
+	zeros []int16
 }
 
-func (w *inputWriter) WriteSample(pcm media.PCM16Sample) error {
-	w.stats.InputFrames.Add(1)
-	if err := w.s.WriteFrame(audio.Frame{Samples: pcm, Rate: outputRate}); err != nil && !errors.Is(err, voice.ErrEnded) {
+// Timing of the gap filler; see the package comment.
+const (
+	fillTick = 20 * time.Millisecond
+	// fillSlack is how far the caller's audio may lag the clock before silence is
+	// filled in: more than the jitter of a healthy path (the SDK's jitter buffer
+	// holds up to 60 ms), little enough that a DTX silence costs the endpointing at
+	// most this much.
+	fillSlack = 60 * time.Millisecond
+)
+
+func newInput(s *voice.Session, stats *Stats) *input {
+	return &input{s: s, stats: stats, t0: time.Now(), zeros: make([]int16, outputRate/50)}
+}
+
+// WriteSample implements the PCMRemoteTrack writer.
+func (in *input) WriteSample(pcm media.PCM16Sample) error {
+	in.stats.InputFrames.Add(1)
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.fed += int64(len(pcm))
+	if err := in.s.WriteFrame(audio.Frame{Samples: pcm, Rate: outputRate}); err != nil && !errors.Is(err, voice.ErrEnded) {
 		return err
 	}
 	return nil
 }
 
-func (w *inputWriter) Close() error { return nil }
+func (in *input) Close() error { return nil }
+
+// fill feeds silence for the audio the track has not delivered by now, beyond the
+// slack, in whole 20 ms frames.
+func (in *input) fill(now time.Time) {
+	if in == nil {
+		return
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	due := int64(now.Sub(in.t0)) * outputRate / int64(time.Second)
+	slack := int64(fillSlack) * outputRate / int64(time.Second)
+	frame := int64(len(in.zeros))
+	for due-in.fed > slack {
+		in.fed += frame
+		in.stats.SilenceFeeds.Add(1)
+		if err := in.s.WriteFrame(audio.Frame{Samples: in.zeros, Rate: outputRate}); err != nil {
+			return
+		}
+	}
+}
 
 // Events wraps next (may be nil) with the room's captions: every final transcript, and
 // the caller's interim ones, go to the room as text streams.

@@ -348,3 +348,48 @@ func TestBargeIn(t *testing.T) {
 	caller.Close()
 	agent.wait(t)
 }
+
+// TestCallerWithDTX: a caller whose microphone sends nothing in silence (a browser's
+// Opus DTX, or a mute right after speaking) is still answered promptly: the room fills
+// the missing audio with silence on the clock, so the engine hears the pause.
+func TestCallerWithDTX(t *testing.T) {
+	t.Parallel()
+	lk := liveKit(t)
+	srv := openaitest.New(t, openaitest.Config{
+		Transcripts: []string{"What time do you open?"},
+		Replies:     []openaitest.Reply{{Text: "At nine."}},
+	})
+	room := roomName()
+	agent := startAgent(t, lk, room, srv, func(c *voice.Config) { c.Agent.BeginMessage = "" })
+	tok, err := lktest.Token(lkserver.DevKey, lkserver.DevSecret, room, "caller-"+room, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	caller, err := lktest.JoinDTX(ctx, lk.URL(), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer caller.Close()
+	time.Sleep(500 * time.Millisecond) // the agent subscribes
+	q := speech(t, "hello")
+	asked := caller.Say(q)
+	spokeUntil := asked.Add(time.Duration(len(q)) * time.Second / lktest.Rate)
+	answer, err := caller.WaitSpeech(ctx, spokeUntil)
+	if err != nil {
+		t.Fatalf("no answer after the caller's microphone went quiet: %v", err)
+	}
+	wait := answer.Sub(spokeUntil)
+	t.Logf("answer heard %v after the question ended; %d silence frames filled in", wait.Round(time.Millisecond), agent.room.Stats().SilenceFeeds.Load())
+	// Endpointing is 400 ms after a complete sentence; the filler adds at most its
+	// slack and a tick. Seconds would mean the engine waited for audio that never came.
+	if wait > 1500*time.Millisecond {
+		t.Errorf("answered %v after the question", wait)
+	}
+	if agent.room.Stats().SilenceFeeds.Load() == 0 {
+		t.Error("no silence was filled in")
+	}
+	caller.Close()
+	agent.wait(t)
+}

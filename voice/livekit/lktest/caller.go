@@ -23,6 +23,7 @@ import (
 	lksdk "github.com/livekit/server-sdk-go/v2"
 	lkmedia "github.com/livekit/server-sdk-go/v2/pkg/media"
 	"github.com/pion/webrtc/v4"
+	pionmedia "github.com/pion/webrtc/v4/pkg/media"
 
 	"github.com/parleyhq/parley/voice/audio"
 	"github.com/parleyhq/parley/voice/livekit"
@@ -60,7 +61,10 @@ func (c Chunk) Speech() bool { return c.DBFS > SpeechDBFS }
 // Caller is one participant on the caller's side.
 type Caller struct {
 	room  *lksdk.Room
-	track *livekit.BoundTrack
+	track *livekit.BoundTrack // the microphone, unless dtx
+	// dtx, when set, is the microphone instead: a browser's with Opus DTX, which
+	// sends packets only while there is something to say.
+	dtx *dtxMic
 
 	mu      sync.Mutex
 	chunks  []Chunk
@@ -71,14 +75,35 @@ type Caller struct {
 	queuedUntil time.Time
 }
 
-// Join connects a caller with token and publishes its microphone.
+// Join connects a caller with token and publishes its microphone, which sends audio
+// all the time (silence when there is nothing to say).
 func Join(ctx context.Context, url, token string) (*Caller, error) {
+	return join(ctx, url, token, false)
+}
+
+// JoinDTX is Join with a microphone that sends packets only for what Say gives it and
+// nothing in between, as a browser's Opus DTX does in silence (or a muted microphone).
+func JoinDTX(ctx context.Context, url, token string) (*Caller, error) {
+	return join(ctx, url, token, true)
+}
+
+func join(ctx context.Context, url, token string, dtx bool) (*Caller, error) {
 	c := &Caller{changed: make(chan struct{})}
-	track, err := livekit.NewBoundTrack(Rate, protoLogger.GetDiscardLogger())
-	if err != nil {
-		return nil, err
+	var track webrtc.TrackLocal
+	var ready <-chan struct{}
+	if dtx {
+		m, err := newDTXMic()
+		if err != nil {
+			return nil, err
+		}
+		c.dtx, track, ready = m, dtxTrack{m.track, m}, m.ready
+	} else {
+		bt, err := livekit.NewBoundTrack(Rate, protoLogger.GetDiscardLogger())
+		if err != nil {
+			return nil, err
+		}
+		c.track, track, ready = bt, bt, bt.Ready()
 	}
-	c.track = track
 	cb := lksdk.NewRoomCallback()
 	cb.OnTrackSubscribed = func(t *webrtc.TrackRemote, pub *lksdk.RemoteTrackPublication, p *lksdk.RemoteParticipant) {
 		if t.Kind() != webrtc.RTPCodecTypeAudio {
@@ -100,17 +125,17 @@ func Join(ctx context.Context, url, token string) (*Caller, error) {
 	room.SetLogger(protoLogger.GetDiscardLogger())
 	if err := room.JoinWithContextAndToken(ctx, url, token, lksdk.WithLogger(protoLogger.GetDiscardLogger()),
 		lksdk.WithConnectTimeout(20*time.Second)); err != nil {
-		track.Close()
+		c.closeMic()
 		return nil, err
 	}
 	if _, err := room.LocalParticipant.PublishTrack(track, &lksdk.TrackPublicationOptions{Name: "microphone", Source: lkproto.TrackSource_MICROPHONE}); err != nil {
 		room.Disconnect()
-		track.Close()
+		c.closeMic()
 		return nil, err
 	}
 	c.room = room
 	select {
-	case <-track.Ready():
+	case <-ready:
 	case <-ctx.Done():
 		c.Close()
 		return nil, ctx.Err()
@@ -133,6 +158,10 @@ func (c *Caller) Say(samples []int16) time.Time {
 	}
 	c.queuedUntil = start.Add(time.Duration(len(samples)) * time.Second / Rate)
 	c.mu.Unlock()
+	if c.dtx != nil {
+		c.dtx.say(samples, start)
+		return start
+	}
 	// WriteSample copies; the track sends 10 ms per tick.
 	c.track.WriteSample(samples)
 	return start
@@ -228,7 +257,85 @@ func (c *Caller) Close() {
 	if c.room != nil {
 		c.room.Disconnect()
 	}
-	c.track.Close()
+	c.closeMic()
+}
+
+func (c *Caller) closeMic() {
+	if c.dtx != nil {
+		c.dtx.close()
+	} else {
+		c.track.Close()
+	}
+}
+
+// dtxMic sends Opus packets (20 ms, complexity 1) paced in real time for the audio it
+// is given, and nothing otherwise.
+type dtxMic struct {
+	track *webrtc.TrackLocalStaticSample
+	ready chan struct{}
+	once  sync.Once
+	mu    sync.Mutex // one utterance at a time, in order
+	quit  chan struct{}
+	wg    sync.WaitGroup
+}
+
+func newDTXMic() (*dtxMic, error) {
+	tr, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "microphone", "caller")
+	if err != nil {
+		return nil, err
+	}
+	return &dtxMic{track: tr, ready: make(chan struct{}), quit: make(chan struct{})}, nil
+}
+
+// dtxTrack is the published microphone: it reports when WebRTC binds it.
+type dtxTrack struct {
+	*webrtc.TrackLocalStaticSample
+	m *dtxMic
+}
+
+func (t dtxTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
+	p, err := t.TrackLocalStaticSample.Bind(ctx)
+	if err == nil {
+		t.m.once.Do(func() { close(t.m.ready) })
+	}
+	return p, err
+}
+
+// say encodes samples and sends the packets from start on, 20 ms apart.
+func (m *dtxMic) say(samples []int16, start time.Time) {
+	var packets [][]byte
+	enc, err := audio.NewOpusEncoder(func(p []byte) error {
+		packets = append(packets, append([]byte(nil), p...))
+		return nil
+	})
+	if err != nil {
+		return
+	}
+	enc.WriteFrame(audio.Frame{Samples: samples, Rate: Rate})
+	enc.Close()
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for i, p := range packets {
+			select {
+			case <-time.After(time.Until(start.Add(time.Duration(i) * 20 * time.Millisecond))):
+			case <-m.quit:
+				return
+			}
+			m.track.WriteSample(pionmedia.Sample{Data: p, Duration: 20 * time.Millisecond})
+		}
+	}()
+}
+
+func (m *dtxMic) close() {
+	select {
+	case <-m.quit:
+	default:
+		close(m.quit)
+	}
+	m.wg.Wait()
 }
 
 // listener logs the agent's audio as it arrives.
