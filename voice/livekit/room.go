@@ -666,36 +666,6 @@ func kindName(k lksdk.ParticipantKind) string {
 	return "standard"
 }
 
-// BoundTrack is a media.PCMLocalTrack that says when WebRTC has bound it to a sender:
-// before that, PCMLocalTrack silently drops whatever is written to it, so an agent that
-// started talking too early would lose its greeting.
-type BoundTrack struct {
-	*lkmedia.PCMLocalTrack
-	once  sync.Once
-	ready chan struct{}
-}
-
-// NewBoundTrack makes a mono PCM track taking samples at rate.
-func NewBoundTrack(rate int, log protoLogger.Logger) (*BoundTrack, error) {
-	t, err := lkmedia.NewPCMLocalTrack(rate, 1, log)
-	if err != nil {
-		return nil, err
-	}
-	return &BoundTrack{PCMLocalTrack: t, ready: make(chan struct{})}, nil
-}
-
-// Bind implements webrtc.TrackLocal.
-func (t *BoundTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
-	p, err := t.PCMLocalTrack.Bind(ctx)
-	if err == nil {
-		t.once.Do(func() { close(t.ready) })
-	}
-	return p, err
-}
-
-// Ready is closed once the track is bound and written samples are sent.
-func (t *BoundTrack) Ready() <-chan struct{} { return t.ready }
-
 // SetSDKLogger routes the LiveKit SDK's own logging (signalling, and pion's WebRTC
 // stack, which logs every ICE and DTLS state change at info level) to l. The SDK's
 // default writes to stderr, so a process should call this once at start-up, usually

@@ -26,7 +26,6 @@ import (
 	pionmedia "github.com/pion/webrtc/v4/pkg/media"
 
 	"github.com/parleyhq/parley/voice/audio"
-	"github.com/parleyhq/parley/voice/livekit"
 )
 
 // Rate is the caller's audio rate in both directions.
@@ -61,7 +60,7 @@ func (c Chunk) Speech() bool { return c.DBFS > SpeechDBFS }
 // Caller is one participant on the caller's side.
 type Caller struct {
 	room  *lksdk.Room
-	track *livekit.BoundTrack // the microphone, unless dtx
+	track *BoundTrack // the microphone, unless dtx
 	// dtx, when set, is the microphone instead: a browser's with Opus DTX, which
 	// sends packets only while there is something to say.
 	dtx *dtxMic
@@ -98,7 +97,7 @@ func join(ctx context.Context, url, token string, dtx bool) (*Caller, error) {
 		}
 		c.dtx, track, ready = m, dtxTrack{m.track, m}, m.ready
 	} else {
-		bt, err := livekit.NewBoundTrack(Rate, protoLogger.GetDiscardLogger())
+		bt, err := NewBoundTrack(Rate, protoLogger.GetDiscardLogger())
 		if err != nil {
 			return nil, err
 		}
@@ -410,3 +409,33 @@ func LoadSpeech(path string) ([]int16, error) {
 
 // Silence is d of digital silence at the caller's rate.
 func Silence(d time.Duration) []int16 { return make([]int16, int(int64(d)*Rate/int64(time.Second))) }
+
+// BoundTrack is a media.PCMLocalTrack that says when WebRTC has bound it to a sender:
+// before that, PCMLocalTrack silently drops whatever is written to it, so a caller that
+// started talking too early would lose its first words.
+type BoundTrack struct {
+	*lkmedia.PCMLocalTrack
+	once  sync.Once
+	ready chan struct{}
+}
+
+// NewBoundTrack makes a mono PCM track taking samples at rate.
+func NewBoundTrack(rate int, log protoLogger.Logger) (*BoundTrack, error) {
+	t, err := lkmedia.NewPCMLocalTrack(rate, 1, log)
+	if err != nil {
+		return nil, err
+	}
+	return &BoundTrack{PCMLocalTrack: t, ready: make(chan struct{})}, nil
+}
+
+// Bind implements webrtc.TrackLocal.
+func (t *BoundTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
+	p, err := t.PCMLocalTrack.Bind(ctx)
+	if err == nil {
+		t.once.Do(func() { close(t.ready) })
+	}
+	return p, err
+}
+
+// Ready is closed once the track is bound and written samples are sent.
+func (t *BoundTrack) Ready() <-chan struct{} { return t.ready }
