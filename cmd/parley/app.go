@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"github.com/riverqueue/river"
 
@@ -174,6 +177,18 @@ func newApp(ctx context.Context, cfg appConfig, r role, log *slog.Logger) (*app,
 		if err != nil {
 			return nil, err
 		}
+		w := a.voice
+		a.registry.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_voice_worker_calls",
+				Help: "Calls this worker is holding."}, func() float64 { return float64(w.Running()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_voice_worker_draining",
+				Help: "1 while the worker drains (SIGTERM): it takes no new calls."}, func() float64 {
+				if w.Draining() {
+					return 1
+				}
+				return 0
+			}),
+		)
 	}
 
 	workers := river.NewWorkers()
@@ -242,6 +257,11 @@ func (a *app) Run(ctx context.Context, onReady func(addr string)) error {
 	}
 	var err error
 	if a.api == nil {
+		stopMetrics, merr := a.serveWorkerMetrics()
+		if merr != nil {
+			return merr
+		}
+		defer stopMetrics()
 		if onReady != nil {
 			onReady("")
 		}
@@ -254,6 +274,29 @@ func (a *app) Run(ctx context.Context, onReady func(addr string)) error {
 	}
 	a.drain()
 	return err
+}
+
+// serveWorkerMetrics serves /metrics and /healthz for a process without the API, so
+// Prometheus can scrape a worker's voice and job figures. It returns a stop function.
+func (a *app) serveWorkerMetrics() (func(), error) {
+	if a.cfg.WorkerMetricsAddr == "" {
+		return func() {}, nil
+	}
+	ln, err := net.Listen("tcp", a.cfg.WorkerMetricsAddr)
+	if err != nil {
+		return nil, fmt.Errorf("PARLEY_WORKER_METRICS_ADDR: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	a.log.Info("worker metrics listening", "addr", ln.Addr().String())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}, nil
 }
 
 // drain lets live calls end on their own: the worker takes no new ones (LiveKit

@@ -28,8 +28,11 @@ type appConfig struct {
 	RedisURL  string
 	LiveKit   liveKitConfig
 	Voice     voiceConfig
-	LogLevel  slog.Level
-	LogFormat string
+	// WorkerMetricsAddr is where `parley worker` serves /metrics and /healthz; the API
+	// serves its own.
+	WorkerMetricsAddr string
+	LogLevel          slog.Level
+	LogFormat         string
 }
 
 type liveKitConfig struct {
@@ -113,6 +116,8 @@ func loadConfig(env *config.Env, dev bool) (appConfig, error) {
 		ElevenLabsAPIKey: env.String("PARLEY_ELEVENLABS_API_KEY", "", "ElevenLabs key for agents whose TTS provider is elevenlabs and that have no key of their own"),
 		EspeakFallback:   env.Bool("PARLEY_TTS_ESPEAK_FALLBACK", true, "put espeak-ng behind hosted voices, so a failing voice is heard as a robotic one rather than silence"),
 	}
+
+	c.WorkerMetricsAddr = env.String("PARLEY_WORKER_METRICS_ADDR", ":9091", "listen address of `parley worker`'s /metrics (Prometheus) and /healthz; empty disables it")
 
 	level := env.String("PARLEY_LOG_LEVEL", "info", "log level: debug (includes one line per request), info, warn, error")
 	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {

@@ -30,6 +30,7 @@ func TestServeAndWorkerAgainstExternalDatabase(t *testing.T) {
 		"PARLEY_JWT_SECRET=0123456789abcdef0123456789abcdef-test",
 		"PARLEY_SECRET_KEY=" + strings.Repeat("ab", 32),
 		"PARLEY_ADDR=127.0.0.1:0",
+		"PARLEY_WORKER_METRICS_ADDR=127.0.0.1:0",
 	}
 	run := func(args ...string) (string, error) {
 		cmd := exec.Command(bin, args...)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"fmt"
 	"net/http"
 	"os"
@@ -105,6 +106,7 @@ func TestTwoVoiceWorkers(t *testing.T) {
 		"PARLEY_JWT_SECRET=0123456789abcdef0123456789abcdef-test",
 		"PARLEY_SECRET_KEY=" + strings.Repeat("ab", 32),
 		"PARLEY_ADDR=127.0.0.1:0",
+		"PARLEY_WORKER_METRICS_ADDR=127.0.0.1:0",
 		"PARLEY_LIVEKIT_URL=" + lk.URL(),
 		"PARLEY_LIVEKIT_API_KEY=" + lkserver.DevKey,
 		"PARLEY_LIVEKIT_API_SECRET=" + lkserver.DevSecret,
@@ -123,6 +125,7 @@ func TestTwoVoiceWorkers(t *testing.T) {
 	b := startProc(t, bin, "worker B", env, "worker")
 	a.waitLog(t, registered, 30*time.Second)
 	b.waitLog(t, registered, 30*time.Second)
+	metricsA := "http://" + a.waitLog(t, regexp.MustCompile(`worker metrics listening" addr=(\S+)`), 10*time.Second)[1] + "/metrics"
 
 	code, _ := postJSON(t, base+"/v1/auth/register", "", map[string]string{"email": "ops@example.com", "password": "a long enough password"})
 	if code != 201 && code != 200 {
@@ -206,6 +209,10 @@ func TestTwoVoiceWorkers(t *testing.T) {
 		}
 	}
 	t.Logf("20 rooms: %d on worker A, %d on worker B", len(aCalls), 20-len(aCalls))
+	// The worker's own /metrics shows its calls.
+	if m := scrape(t, metricsA); !strings.Contains(m, fmt.Sprintf("parley_voice_worker_calls %d\n", len(aCalls))) {
+		t.Errorf("worker A metrics lack parley_voice_worker_calls %d:\n%s", len(aCalls), grepLines(m, "parley_voice_worker"))
+	}
 	if len(aCalls) == 0 || len(aCalls) == 20 {
 		t.Fatalf("rooms did not spread: %d of 20 on worker A", len(aCalls))
 	}
@@ -215,6 +222,9 @@ func TestTwoVoiceWorkers(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.waitLog(t, regexp.MustCompile(`voice worker draining" live_calls=(\d+)`), 10*time.Second)
+	if m := scrape(t, metricsA); !strings.Contains(m, "parley_voice_worker_draining 1\n") {
+		t.Errorf("worker A metrics while draining:\n%s", grepLines(m, "parley_voice_worker"))
+	}
 
 	// Its live calls go on: a caller asks and hears the answer after the signal.
 	q, err := lktest.LoadSpeech("../../voice/testdata/hello.wav")
@@ -286,4 +296,25 @@ func getJSON(t *testing.T, url, token string) map[string]any {
 		t.Fatalf("GET %s: %v", url, err)
 	}
 	return out
+}
+
+func scrape(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
