@@ -36,6 +36,10 @@ type LiveKitConfig struct {
 	// URL is the LiveKit server (ws:// or wss://, as clients use it; the API calls go to
 	// the same host over http(s)). APIKey and APISecret sign every request and token.
 	URL, APIKey, APISecret string
+	// PublicURL is the LiveKit URL browsers are told to connect to, when it differs
+	// from URL (a server reached on an internal name, ws://livekit:7880 in Docker
+	// Compose, that browsers reach as wss://livekit.example.com). Default URL.
+	PublicURL string
 	// AgentName is the agent name Parley's voice workers register with and rooms
 	// dispatch (default "parley"). Two Parley installations sharing one LiveKit need
 	// different names.
@@ -141,6 +145,9 @@ func NewLiveKit(cfg LiveKitConfig) (*LiveKit, error) {
 // URL is the websocket URL browsers connect to.
 func (l *LiveKit) URL() string {
 	u := l.cfg.URL
+	if l.cfg.PublicURL != "" {
+		u = l.cfg.PublicURL
+	}
 	u = strings.Replace(u, "https://", "wss://", 1)
 	return strings.Replace(u, "http://", "ws://", 1)
 }

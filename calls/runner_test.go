@@ -283,3 +283,22 @@ func TestFailOrphans(t *testing.T) {
 	}
 	rooms.DeleteRoom(ctx, open.RoomName)
 }
+
+// The URL browsers get is the public one when it is set.
+func TestLiveKitPublicURL(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ url, public, want string }{
+		{"ws://livekit:7880", "", "ws://livekit:7880"},
+		{"http://livekit:7880", "", "ws://livekit:7880"},
+		{"ws://livekit:7880", "wss://livekit.example.com", "wss://livekit.example.com"},
+		{"ws://livekit:7880", "https://livekit.example.com", "wss://livekit.example.com"},
+	} {
+		l, err := NewLiveKit(LiveKitConfig{URL: c.url, PublicURL: c.public, APIKey: "k", APISecret: strings.Repeat("s", 32)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := l.URL(); got != c.want {
+			t.Errorf("URL %q public %q: %q, want %q", c.url, c.public, got, c.want)
+		}
+	}
+}

@@ -137,7 +137,7 @@ func newApp(ctx context.Context, cfg appConfig, r role, log *slog.Logger) (*app,
 
 	var rooms calls.Rooms
 	if cfg.LiveKit.URL != "" {
-		lk, err := calls.NewLiveKit(calls.LiveKitConfig{URL: cfg.LiveKit.URL, APIKey: cfg.LiveKit.APIKey,
+		lk, err := calls.NewLiveKit(calls.LiveKitConfig{URL: cfg.LiveKit.URL, PublicURL: cfg.LiveKit.PublicURL, APIKey: cfg.LiveKit.APIKey,
 			APISecret: cfg.LiveKit.APISecret, AgentName: cfg.Voice.AgentName})
 		if err != nil {
 			return nil, err

@@ -36,7 +36,7 @@ type appConfig struct {
 }
 
 type liveKitConfig struct {
-	URL, APIKey, APISecret string
+	URL, PublicURL, APIKey, APISecret string
 }
 
 // voiceConfig is what a worker needs to hold calls: how many, and the providers'
@@ -97,6 +97,7 @@ func loadConfig(env *config.Env, dev bool) (appConfig, error) {
 	c.RedisURL = env.String("PARLEY_REDIS_URL", "", "Redis URL; when set, rate-limit state lives there instead of PostgreSQL")
 
 	c.LiveKit.URL = env.String("PARLEY_LIVEKIT_URL", "", "LiveKit server URL (ws:// or wss://); `parley dev` runs a managed one")
+	c.LiveKit.PublicURL = env.String("PARLEY_LIVEKIT_PUBLIC_URL", "", "LiveKit URL browsers connect to, when they reach the server by another name than PARLEY_LIVEKIT_URL (default PARLEY_LIVEKIT_URL)")
 	c.LiveKit.APIKey = env.String("PARLEY_LIVEKIT_API_KEY", "", "LiveKit API key")
 	c.LiveKit.APISecret = env.String("PARLEY_LIVEKIT_API_SECRET", "", "LiveKit API secret")
 
