@@ -374,7 +374,7 @@ func (r *Room) Run(ctx context.Context, s *voice.Session) (res Result, err error
 					r.mu.Lock()
 					r.in = newInput(s, &r.stats)
 					r.mu.Unlock()
-					ticker := time.NewTicker(fillTick)
+					ticker := time.NewTicker(voice.FillTick)
 					defer ticker.Stop()
 					tick = ticker.C
 				}
@@ -490,64 +490,29 @@ func (r *Room) detachInput() {
 	}
 }
 
-// input is the session's caller audio on the wall clock: the decoded track (48 kHz
-// chunks, one per Opus packet), with silence filled in where the track fell behind.
-// The session resamples, frames and listens on the writer's goroutine; mu keeps the
-// track's and the filler's writes in order.
+// input is the caller's track into the session's clocked input (voice.ClockedInput):
+// the PCMRemoteTrack writes decoded 48 kHz chunks, one per Opus packet.
 type input struct {
-	mu    sync.Mutex
-	s     *voice.Session
+	c     *voice.ClockedInput
 	stats *Stats
-	t0    time.Time
-	fed   int64 // samples fed (audio and silence) since t0
-	zeros []int16
 }
 
-// Timing of the gap filler; see the package comment.
-const (
-	fillTick = 20 * time.Millisecond
-	// fillSlack is how far the caller's audio may lag the clock before silence is
-	// filled in: more than the jitter of a healthy path (the SDK's jitter buffer
-	// holds up to 60 ms), little enough that a DTX silence costs the endpointing at
-	// most this much.
-	fillSlack = 60 * time.Millisecond
-)
-
 func newInput(s *voice.Session, stats *Stats) *input {
-	return &input{s: s, stats: stats, t0: time.Now(), zeros: make([]int16, outputRate/50)}
+	return &input{c: voice.NewClockedInput(s, outputRate), stats: stats}
 }
 
 // WriteSample implements the PCMRemoteTrack writer.
 func (in *input) WriteSample(pcm media.PCM16Sample) error {
 	in.stats.InputFrames.Add(1)
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	in.fed += int64(len(pcm))
-	if err := in.s.WriteFrame(audio.Frame{Samples: pcm, Rate: outputRate}); err != nil && !errors.Is(err, voice.ErrEnded) {
-		return err
-	}
-	return nil
+	return in.c.Write(pcm)
 }
 
 func (in *input) Close() error { return nil }
 
-// fill feeds silence for the audio the track has not delivered by now, beyond the
-// slack, in whole 20 ms frames.
+// fill feeds silence for what the track has not delivered (see voice.ClockedInput).
 func (in *input) fill(now time.Time) {
-	if in == nil {
-		return
-	}
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	due := int64(now.Sub(in.t0)) * outputRate / int64(time.Second)
-	slack := int64(fillSlack) * outputRate / int64(time.Second)
-	frame := int64(len(in.zeros))
-	for due-in.fed > slack {
-		in.fed += frame
-		in.stats.SilenceFeeds.Add(1)
-		if err := in.s.WriteFrame(audio.Frame{Samples: in.zeros, Rate: outputRate}); err != nil {
-			return
-		}
+	if in != nil {
+		in.stats.SilenceFeeds.Add(int64(in.c.Fill(now)))
 	}
 }
 

@@ -383,7 +383,7 @@ func (s *Stream) Run(ctx context.Context, sess *voice.Session) (res Result, err 
 		defer close(readerExit)
 		readerDone <- s.read(in)
 	}()
-	tick := time.NewTicker(fillTick)
+	tick := time.NewTicker(voice.FillTick)
 	defer tick.Stop()
 	for {
 		select {
@@ -708,56 +708,18 @@ func (o *output) run() {
 	}
 }
 
-// input is the session's caller audio on the wall clock: Twilio's 20 ms chunks, with
-// silence filled in where they fell behind. mu keeps the reader's and the filler's
-// writes in order (the session wants them from one goroutine at a time).
+// input is Twilio's 20 ms chunks into the session's clocked input (see
+// voice.ClockedInput).
 type input struct {
-	mu    sync.Mutex
-	s     *voice.Session
+	c     *voice.ClockedInput
 	stats *Stats
-	t0    time.Time
-	fed   int64 // samples fed (audio and silence) since t0
-	zeros []int16
 }
-
-// Timing of the gap filler; see the package comment.
-const (
-	fillTick = 20 * time.Millisecond
-	// fillSlack is how far the caller's audio may lag the clock before silence is
-	// filled in: more than the jitter of a healthy path, little enough that a gap
-	// costs the endpointing at most this much.
-	fillSlack = 60 * time.Millisecond
-)
 
 func newInput(s *voice.Session, stats *Stats) *input {
-	return &input{s: s, stats: stats, t0: time.Now(), zeros: make([]int16, frameSamples)}
+	return &input{c: voice.NewClockedInput(s, Rate), stats: stats}
 }
 
-func (in *input) write(pcm []int16) error {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	// Audio that arrives after the filler covered its time (a burst after a gap) is
-	// still fed: the words matter more than the timeline, which catches up as the
-	// filler waits for the clock.
-	in.fed += int64(len(pcm))
-	if err := in.s.WriteFrame(audio.Frame{Samples: pcm, Rate: Rate}); err != nil && !errors.Is(err, voice.ErrEnded) {
-		return err
-	}
-	return nil
-}
+func (in *input) write(pcm []int16) error { return in.c.Write(pcm) }
 
-// fill feeds silence for the audio Twilio has not delivered by now, beyond the slack,
-// in whole 20 ms frames.
-func (in *input) fill(now time.Time) {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	due := int64(now.Sub(in.t0)) * Rate / int64(time.Second)
-	slack := int64(fillSlack) * Rate / int64(time.Second)
-	for due-in.fed > slack {
-		in.fed += frameSamples
-		in.stats.SilenceFeeds.Add(1)
-		if err := in.s.WriteFrame(audio.Frame{Samples: in.zeros, Rate: Rate}); err != nil {
-			return
-		}
-	}
-}
+// fill feeds silence for the audio Twilio has not delivered (see voice.ClockedInput).
+func (in *input) fill(now time.Time) { in.stats.SilenceFeeds.Add(int64(in.c.Fill(now))) }
