@@ -244,18 +244,8 @@ func fixture(t testing.TB, name string) []int16 {
 // resampleAll converts a whole clip.
 func resampleAll(t testing.TB, in []int16, from, to int) []int16 {
 	t.Helper()
-	var out []int16
-	r, err := audio.NewResampler(from, to, audio.WriterFunc(func(f audio.Frame) error {
-		out = append(out, f.Samples...)
-		return nil
-	}))
+	out, err := audio.Resample(in, from, to)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.WriteFrame(audio.Frame{Samples: in, Rate: from}); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
 	return out

@@ -229,7 +229,7 @@ func prepare(o options) (*media, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w (run from the repository root, or set -fixture)", err)
 	}
-	up, err := resample(f.Samples, f.Rate, audio.OpusRate)
+	up, err := audio.Resample(f.Samples, f.Rate, audio.OpusRate)
 	if err != nil {
 		return nil, err
 	}
@@ -265,21 +265,6 @@ func prepare(o options) (*media, error) {
 		m.reply = append(m.reply, fr.Samples...)
 	}
 	return m, nil
-}
-
-func resample(in []int16, from, to int) ([]int16, error) {
-	var out []int16
-	r, err := audio.NewResampler(from, to, audio.WriterFunc(func(f audio.Frame) error {
-		out = append(out, f.Samples...)
-		return nil
-	}))
-	if err != nil {
-		return nil, err
-	}
-	if err := r.WriteFrame(audio.Frame{Samples: in, Rate: from}); err != nil {
-		return nil, err
-	}
-	return out, r.Close()
 }
 
 func encode(pcm []int16, complexity int) ([][]byte, error) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/parleyhq/parley/internal/lkserver"
 	"github.com/parleyhq/parley/voice"
+	"github.com/parleyhq/parley/voice/audio"
 	"github.com/parleyhq/parley/voice/livekit"
 	"github.com/parleyhq/parley/voice/livekit/lktest"
 	"github.com/parleyhq/parley/voice/llm"
@@ -320,7 +321,7 @@ func TestBargeIn(t *testing.T) {
 		t.Fatal(ctx.Err())
 	}
 	stop := speech(t, "interrupt")
-	onsetOff, err := lktest.Onset(stop, lktest.Rate, -40)
+	onsetOff, err := audio.Onset(stop, lktest.Rate, -40)
 	if err != nil {
 		t.Fatal(err)
 	}

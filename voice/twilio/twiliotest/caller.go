@@ -15,7 +15,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -498,59 +497,17 @@ func (c *Caller) Close() {
 	c.wg.Wait()
 }
 
-// DBFS is the RMS level of samples relative to full scale; -120 for silence.
-func DBFS(samples []int16) float64 {
-	if len(samples) == 0 {
-		return -120
-	}
-	var sum float64
-	for _, s := range samples {
-		v := float64(s)
-		sum += v * v
-	}
-	rms := math.Sqrt(sum/float64(len(samples))) / 32768
-	if rms == 0 {
-		return -120
-	}
-	return max(20*math.Log10(rms), -120)
-}
+// DBFS is audio.DBFS, the level a chunk is judged by.
+func DBFS(samples []int16) float64 { return audio.DBFS(samples) }
 
-// LoadSpeech reads a WAV recording and converts it to 8 kHz.
-func LoadSpeech(path string) ([]int16, error) {
-	f, err := audio.ReadWAVFile(path)
-	if err != nil {
-		return nil, err
-	}
-	if f.Rate == Rate {
-		return f.Samples, nil
-	}
-	var out []int16
-	r, err := audio.NewResampler(f.Rate, Rate, audio.WriterFunc(func(fr audio.Frame) error {
-		out = append(out, fr.Samples...)
-		return nil
-	}))
-	if err != nil {
-		return nil, err
-	}
-	if err := r.WriteFrame(f); err != nil {
-		return nil, err
-	}
-	if err := r.Close(); err != nil {
-		return nil, err
-	}
-	return out, nil
-}
+// LoadSpeech reads a WAV recording at 8 kHz.
+func LoadSpeech(path string) ([]int16, error) { return audio.ReadWAVFileAt(path, Rate) }
 
 // Silence is d of silence at 8 kHz.
 func Silence(d time.Duration) []int16 { return make([]int16, int(int64(d)*Rate/int64(time.Second))) }
 
-// Onset returns the offset of the first 10 ms block of samples louder than dbfs.
+// Onset returns the offset of the first 10 ms block of samples (8 kHz) louder than
+// dbfs.
 func Onset(samples []int16, dbfs float64) (time.Duration, error) {
-	n := Rate / 100
-	for i := 0; i+n <= len(samples); i += n {
-		if DBFS(samples[i:i+n]) > dbfs {
-			return time.Duration(i) * time.Second / Rate, nil
-		}
-	}
-	return 0, errors.New("twiliotest: no speech in the recording")
+	return audio.Onset(samples, Rate, dbfs)
 }
