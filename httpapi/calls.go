@@ -66,12 +66,17 @@ func (s *Server) handleListCalls(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (s *Server) handleGetCall(w http.ResponseWriter, r *http.Request) error {
+// pathCall is the tenant's call named in the path.
+func (s *Server) pathCall(r *http.Request) (calls.Call, error) {
 	svc, err := s.callsService()
 	if err != nil {
-		return err
+		return calls.Call{}, err
 	}
-	c, err := svc.Get(r.Context(), principal(r).TenantID, r.PathValue("id"))
+	return svc.Get(r.Context(), principal(r).TenantID, r.PathValue("id"))
+}
+
+func (s *Server) handleGetCall(w http.ResponseWriter, r *http.Request) error {
+	c, err := s.pathCall(r)
 	if err != nil {
 		return err
 	}
@@ -80,11 +85,7 @@ func (s *Server) handleGetCall(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) handleCallTranscript(w http.ResponseWriter, r *http.Request) error {
-	svc, err := s.callsService()
-	if err != nil {
-		return err
-	}
-	c, err := svc.Get(r.Context(), principal(r).TenantID, r.PathValue("id"))
+	c, err := s.pathCall(r)
 	if err != nil {
 		return err
 	}
