@@ -44,8 +44,25 @@ type Agent struct {
 	MaxCallDurationMS int64 `json:"max_call_duration_ms"`
 	// PostCallAnalysis lists the fields extracted from the transcript when a call ends.
 	PostCallAnalysis []AnalysisField `json:"post_call_analysis"`
-	CreatedAt        time.Time       `json:"created_at"`
-	UpdatedAt        time.Time       `json:"updated_at"`
+
+	// RecordingEnabled records calls (both sides, mixed); off keeps no audio.
+	RecordingEnabled bool `json:"recording_enabled"`
+	// EnableVoicemailDetection listens first on outbound phone calls and tells an
+	// answering machine from a person.
+	EnableVoicemailDetection bool `json:"enable_voicemail_detection"`
+	// VoicemailAction is what the agent does on reaching a machine: "leave_message"
+	// (say VoicemailMessage after the greeting, then hang up) or "hangup".
+	VoicemailAction string `json:"voicemail_action" jsonschema:"enum=hangup,enum=leave_message"`
+	// VoicemailMessage is left on a machine ({{variables}} are filled in).
+	VoicemailMessage string `json:"voicemail_message"`
+	// VoicemailDetectionTimeoutMS bounds the listening: undecided by then, the callee
+	// is taken for a person.
+	VoicemailDetectionTimeoutMS int64 `json:"voicemail_detection_timeout_ms"`
+	// TransferDestinations are the numbers (E.164) and SIP URIs (sip:, tel:) the agent
+	// may transfer a phone call to with transfer_call; empty offers no transfer.
+	TransferDestinations []string  `json:"transfer_destinations"`
+	CreatedAt            time.Time `json:"created_at"`
+	UpdatedAt            time.Time `json:"updated_at"`
 }
 
 // ResponseEngine is the agent's brain. LLMModel and Temperature mirror LLM.Model and

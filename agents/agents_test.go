@@ -39,7 +39,12 @@ const fullAgent = `{
 	"post_call_analysis": [
 		{"name": "intent", "type": "enum", "description": "why they called", "choices": ["book", "cancel"]},
 		{"name": "rating", "type": "integer"}
-	]
+	],
+	"recording_enabled": false,
+	"enable_voicemail_detection": true,
+	"voicemail_message": "Hi {{name}}, please call us back.",
+	"voicemail_detection_timeout_ms": 20000,
+	"transfer_destinations": ["+15550100", "sip:desk@pbx.example.com", "+15550100"]
 }`
 
 func TestCreateGetRoundTrip(t *testing.T) {
@@ -74,7 +79,11 @@ func TestCreateGetRoundTrip(t *testing.T) {
 			{Name: "intent", Type: "enum", Description: "why they called", Choices: []string{"book", "cancel"}},
 			{Name: "rating", Type: "integer"},
 		},
-		CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt,
+		RecordingEnabled: false, EnableVoicemailDetection: true,
+		VoicemailAction: "leave_message", VoicemailMessage: "Hi {{name}}, please call us back.",
+		VoicemailDetectionTimeoutMS: 20000,
+		TransferDestinations:        []string{"+15550100", "sip:desk@pbx.example.com"},
+		CreatedAt:                   a.CreatedAt, UpdatedAt: a.UpdatedAt,
 	}
 	if !reflect.DeepEqual(a, want) {
 		t.Fatalf("created\n%s\nwant\n%s", mustJSON(t, a), mustJSON(t, want))
@@ -103,7 +112,8 @@ func TestCreateGetRoundTrip(t *testing.T) {
 	json.Unmarshal(raw, &m)
 	keys := []string{"agent_id", "agent_name", "status", "voice_id", "language", "response_engine", "begin_message",
 		"llm", "stt", "tts", "functions", "knowledge_base_ids", "webhook_url", "interruption_sensitivity",
-		"end_call_after_silence_ms", "max_call_duration_ms", "post_call_analysis", "created_at", "updated_at"}
+		"end_call_after_silence_ms", "max_call_duration_ms", "post_call_analysis", "recording_enabled", "enable_voicemail_detection", "voicemail_action",
+		"voicemail_message", "voicemail_detection_timeout_ms", "transfer_destinations", "created_at", "updated_at"}
 	if len(m) != len(keys) {
 		t.Errorf("agent JSON has %d keys, want %d: %s", len(m), len(keys), raw)
 	}

@@ -32,6 +32,13 @@ type definition struct {
 	EndCallAfterSilenceMS   *int64          `json:"end_call_after_silence_ms,omitempty"`
 	MaxCallDurationMS       *int64          `json:"max_call_duration_ms,omitempty"`
 	PostCallAnalysis        []AnalysisField `json:"post_call_analysis,omitempty"`
+	// Phone-call settings.
+	RecordingEnabled            *bool    `json:"recording_enabled,omitempty"`
+	EnableVoicemailDetection    *bool    `json:"enable_voicemail_detection,omitempty"`
+	VoicemailAction             string   `json:"voicemail_action,omitempty"`
+	VoicemailMessage            string   `json:"voicemail_message,omitempty"`
+	VoicemailDetectionTimeoutMS *int64   `json:"voicemail_detection_timeout_ms,omitempty"`
+	TransferDestinations        []string `json:"transfer_destinations,omitempty"`
 }
 
 type defEngine struct {
@@ -343,12 +350,15 @@ func (d *definition) render(id string, created, updated time.Time, open func(str
 			Language: d.STT.Language},
 		TTS: TTSConfig{Provider: d.TTS.Provider, BaseURL: d.TTS.BaseURL, Model: d.TTS.Model,
 			Voice: d.TTS.Voice},
-		Functions:        make([]Function, len(d.Functions)),
-		KnowledgeBaseIDs: append([]string{}, d.KnowledgeBaseIDs...),
-		WebhookURL:       d.WebhookURL,
-		PostCallAnalysis: append([]AnalysisField{}, d.PostCallAnalysis...),
-		CreatedAt:        created.UTC(),
-		UpdatedAt:        updated.UTC(),
+		Functions:            make([]Function, len(d.Functions)),
+		KnowledgeBaseIDs:     append([]string{}, d.KnowledgeBaseIDs...),
+		WebhookURL:           d.WebhookURL,
+		PostCallAnalysis:     append([]AnalysisField{}, d.PostCallAnalysis...),
+		VoicemailAction:      d.VoicemailAction,
+		VoicemailMessage:     d.VoicemailMessage,
+		TransferDestinations: append([]string{}, d.TransferDestinations...),
+		CreatedAt:            created.UTC(),
+		UpdatedAt:            updated.UTC(),
 	}
 	if d.InterruptionSensitivity != nil {
 		a.InterruptionSensitivity = *d.InterruptionSensitivity
@@ -358,6 +368,15 @@ func (d *definition) render(id string, created, updated time.Time, open func(str
 	}
 	if d.MaxCallDurationMS != nil {
 		a.MaxCallDurationMS = *d.MaxCallDurationMS
+	}
+	if d.RecordingEnabled != nil {
+		a.RecordingEnabled = *d.RecordingEnabled
+	}
+	if d.EnableVoicemailDetection != nil {
+		a.EnableVoicemailDetection = *d.EnableVoicemailDetection
+	}
+	if d.VoicemailDetectionTimeoutMS != nil {
+		a.VoicemailDetectionTimeoutMS = *d.VoicemailDetectionTimeoutMS
 	}
 	for i, fn := range d.Functions {
 		if fn.Headers == nil {

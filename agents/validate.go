@@ -71,6 +71,15 @@ const (
 	maxMaxCallDurationMS     = 14_400_000
 	// A function webhook answers inside a live conversation: 10 s is already a long
 	// pause on the phone, and 30 s is the most any caller will wait.
+	// Answering machines greet for 5 to 20 s; 30 s outlasts nearly all of them, so an
+	// undecided call is a person who said nothing, and 5 s to 2 min are the bounds.
+	defaultVoicemailTimeoutMS = 30_000
+	minVoicemailTimeoutMS     = 5_000
+	maxVoicemailTimeoutMS     = 120_000
+	// A voicemail message is spoken once; a minute of speech is plenty.
+	maxVoicemailMessageLen = 2_000
+	// Transfer targets are a short list the model picks from.
+	maxTransferDestinations  = 20
 	defaultFunctionTimeoutMS = 10_000
 	minFunctionTimeoutMS     = 100
 	maxFunctionTimeoutMS     = 30_000
@@ -188,6 +197,7 @@ func (v *validation) check(ctx context.Context, d *definition) error {
 		f.Add("max_call_duration_ms", "must be from %d to %d", minMaxCallDurationMS, maxMaxCallDurationMS)
 	}
 
+	checkPhone(d, f)
 	v.checkFunctions(d)
 	v.checkAnalysis(d)
 
@@ -238,6 +248,21 @@ func (d *definition) applyDefaults(language string) {
 	}
 	if d.MaxCallDurationMS == nil {
 		d.MaxCallDurationMS = ptr[int64](defaultMaxCallDurationMS)
+	}
+	if d.RecordingEnabled == nil {
+		d.RecordingEnabled = ptr(true)
+	}
+	if d.EnableVoicemailDetection == nil {
+		d.EnableVoicemailDetection = ptr(false)
+	}
+	if d.VoicemailDetectionTimeoutMS == nil {
+		d.VoicemailDetectionTimeoutMS = ptr[int64](defaultVoicemailTimeoutMS)
+	}
+	if d.VoicemailAction == "" {
+		d.VoicemailAction = "hangup"
+		if d.VoicemailMessage != "" {
+			d.VoicemailAction = "leave_message"
+		}
 	}
 	for i := range d.Functions {
 		fn := &d.Functions[i]
@@ -598,4 +623,50 @@ func bumped(now, prev time.Time) time.Time {
 		now = prev.Add(time.Microsecond)
 	}
 	return now
+}
+
+var (
+	voicemailActions = []string{"hangup", "leave_message"}
+	// e164RE is an E.164 number: + then up to 15 digits, no leading zero.
+	e164RE = regexp.MustCompile(`^\+[1-9]\d{1,14}$`)
+)
+
+// checkPhone validates the phone-call settings (after applyDefaults).
+func checkPhone(d *definition, f errs.Fields) {
+	if !slices.Contains(voicemailActions, d.VoicemailAction) {
+		f.Add("voicemail_action", "must be one of %s", oneOf(voicemailActions))
+	}
+	if d.VoicemailAction == "leave_message" && strings.TrimSpace(d.VoicemailMessage) == "" {
+		f.Add("voicemail_message", "is required when voicemail_action is leave_message")
+	}
+	maxLen(f, "voicemail_message", d.VoicemailMessage, maxVoicemailMessageLen)
+	if ms := *d.VoicemailDetectionTimeoutMS; ms < minVoicemailTimeoutMS || ms > maxVoicemailTimeoutMS {
+		f.Add("voicemail_detection_timeout_ms", "must be from %d to %d", minVoicemailTimeoutMS, maxVoicemailTimeoutMS)
+	}
+	if len(d.TransferDestinations) > maxTransferDestinations {
+		f.Add("transfer_destinations", "must list at most %d destinations", maxTransferDestinations)
+	}
+	for i, t := range d.TransferDestinations {
+		if !validTransferTarget(t) {
+			f.Add(fmt.Sprintf("transfer_destinations[%d]", i), "must be an E.164 number (+15551234567) or a sip: or tel: URI")
+		}
+	}
+	d.TransferDestinations = dedupe(d.TransferDestinations)
+}
+
+// validTransferTarget accepts what LiveKit SIP can REFER a call to: an E.164 number,
+// tel:+E164, or sip:user@host (sips: too), without spaces or control characters.
+func validTransferTarget(t string) bool {
+	switch {
+	case e164RE.MatchString(t):
+		return true
+	case strings.HasPrefix(t, "tel:"):
+		return e164RE.MatchString(strings.TrimPrefix(t, "tel:"))
+	case strings.HasPrefix(t, "sip:"), strings.HasPrefix(t, "sips:"):
+		rest := t[strings.IndexByte(t, ':')+1:]
+		user, host, ok := strings.Cut(rest, "@")
+		return ok && user != "" && host != "" && len(t) <= 256 &&
+			!strings.ContainsAny(t, " \t\r\n<>\"")
+	}
+	return false
 }
