@@ -175,6 +175,15 @@ func TestList(t *testing.T) {
 		created = append(created, e.create(t, ten, fmt.Sprintf(`{"agent_name": "a%d"}`, i)).ID)
 	}
 	e.create(t, other, `{"agent_name": "not mine"}`)
+	// A temporary agent (made for one Call24x7 call) is not listed, nor counted, but
+	// can still be read by ID.
+	tmp := e.create(t, ten, `{"agent_name": "Call24x7 instruction"}`).ID
+	if _, err := e.pool.Exec(ctx, `UPDATE agents SET temporary = true WHERE id = $1`, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Get(ctx, ten, tmp); err != nil {
+		t.Errorf("temporary agent by ID: %v", err)
+	}
 
 	cases := []struct {
 		limit, offset int

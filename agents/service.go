@@ -274,9 +274,11 @@ func (s *Service) ListJSON(ctx context.Context, tenantID string, limit, offset i
 	limit = min(limit, 100)
 	offset = max(offset, 0)
 	// count(*) OVER () is computed before LIMIT, so one query returns the page and the
-	// total; only a page past the end needs a separate count.
+	// total; only a page past the end needs a separate count. Temporary agents (made for
+	// one Call24x7 call from its instruction) are not listed: they are the call's, not
+	// the user's; GET by ID still shows them.
 	rows, err := s.pool.Query(ctx, `SELECT id, view_version, view, count(*) OVER () FROM agents
-		WHERE tenant_id = $1 ORDER BY created_at DESC, id LIMIT $2 OFFSET $3`, tenantID, limit, offset)
+		WHERE tenant_id = $1 AND NOT temporary ORDER BY created_at DESC, id LIMIT $2 OFFSET $3`, tenantID, limit, offset)
 	if err != nil {
 		return nil, 0, fmt.Errorf("agents: list: %w", err)
 	}
@@ -299,7 +301,7 @@ func (s *Service) ListJSON(ctx context.Context, tenantID string, limit, offset i
 		return nil, 0, fmt.Errorf("agents: list: %w", err)
 	}
 	if len(items) == 0 && offset > 0 {
-		if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM agents WHERE tenant_id = $1`, tenantID).Scan(&total); err != nil {
+		if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM agents WHERE tenant_id = $1 AND NOT temporary`, tenantID).Scan(&total); err != nil {
 			return nil, 0, fmt.Errorf("agents: list: count: %w", err)
 		}
 	}

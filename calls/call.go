@@ -117,6 +117,9 @@ const (
 	ReasonLiveKit         = "error_livekit"           // LiveKit refused or failed the room
 	ReasonError           = "error_unknown"           // the engine ended on an error
 	ReasonWorkerLost      = "error_worker_lost"       // the worker holding the call died
+	// ReasonVoicemailReached: an answering machine answered an outbound call; the agent
+	// left its message or hung up (status voicemail).
+	ReasonVoicemailReached = "voicemail_reached"
 )
 
 // ReasonFor maps how the voice engine ended a session to a disconnection reason.
@@ -126,6 +129,7 @@ const (
 //	voice.EndTransfer     → call_transfer
 //	voice.EndSilence      → inactivity
 //	voice.EndMaxDuration  → max_duration_reached
+//	voice.EndVoicemail    → voicemail_reached (the call's status is voicemail)
 //	voice.EndError        → error_unknown
 //
 // EndStopped only says that something outside the engine stopped it; the transport knows
@@ -148,13 +152,16 @@ func ReasonFor(r voice.EndReason, callerLeft bool) string {
 		return ReasonInactivity
 	case voice.EndMaxDuration:
 		return ReasonMaxDuration
+	case voice.EndVoicemail:
+		return ReasonVoicemailReached
 	}
 	return ReasonError
 }
 
 // Finish is how a conversation ended, for Service.Finish and Recorder.Close.
 type Finish struct {
-	// Status is StatusCompleted or StatusFailed.
+	// Status is StatusCompleted, StatusVoicemail (an answering machine took the call:
+	// ReasonFor gives voicemail_reached) or StatusFailed.
 	Status string
 	// Reason is the disconnection reason (see ReasonFor).
 	Reason string
@@ -165,6 +172,15 @@ type Finish struct {
 	// TranscriptObject and Latency are the final figures; Recorder.Close fills them.
 	TranscriptObject []Turn
 	Latency          Latency
+}
+
+// voicemail gives a call an answering machine took (the session ended with
+// EndVoicemail) its outcome status, voicemail, in place of completed.
+func (f Finish) voicemail(end voice.EndReason) Finish {
+	if end == voice.EndVoicemail && f.Status == StatusCompleted {
+		f.Status = StatusVoicemail
+	}
+	return f
 }
 
 // Errors callers can test for with errors.Is.

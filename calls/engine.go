@@ -2,6 +2,7 @@ package calls
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -125,6 +126,15 @@ func VoiceAgent(a agents.Agent) voice.Agent {
 		InterruptionSensitivity: a.InterruptionSensitivity,
 		EndCallAfterSilenceMS:   a.EndCallAfterSilenceMS,
 		MaxCallDurationMS:       a.MaxCallDurationMS,
+		TransferDestinations:    append([]string(nil), a.TransferDestinations...),
+		// Used only on calls whose transport sets voice.Config.DetectVoicemail
+		// (outbound phone calls).
+		Voicemail: voice.VoicemailConfig{
+			Enabled: a.EnableVoicemailDetection,
+			Action:  voice.VoicemailAction(a.VoicemailAction),
+			Message: a.VoicemailMessage,
+			Timeout: time.Duration(a.VoicemailDetectionTimeoutMS) * time.Millisecond,
+		},
 	}
 	for _, f := range a.Functions {
 		va.Functions = append(va.Functions, voice.Function{
@@ -146,17 +156,11 @@ func pick(vals ...string) string {
 }
 
 func (e *Engine) llm(a agents.Agent) (llm.Provider, error) {
-	switch p := pick(a.LLM.Provider, "openai"); p {
-	case "openai":
-		return llm.NewOpenAI(llm.OpenAIConfig{
-			BaseURL:    pick(a.LLM.BaseURL, e.Defaults.OpenAIBaseURL),
-			APIKey:     pick(a.LLM.APIKey.Value(), e.Defaults.OpenAIAPIKey),
-			Model:      pick(a.LLM.Model, e.Defaults.LLMModel),
-			HTTPClient: e.HTTPClient,
-		})
-	default:
-		return nil, fmt.Errorf("calls: unknown LLM provider %q", p)
+	ep, err := e.llmEndpoint(a)
+	if err != nil {
+		return nil, err
 	}
+	return llm.NewOpenAI(llm.OpenAIConfig{BaseURL: ep.BaseURL, APIKey: ep.APIKey, Model: ep.Model, HTTPClient: e.HTTPClient})
 }
 
 func (e *Engine) stt(a agents.Agent) (stt.Provider, error) {
@@ -248,6 +252,13 @@ type Runner struct {
 	Engine *Engine
 	// CallerWait bounds the wait for the caller to join; see livekit.Config.
 	CallerWait time.Duration
+	// Lines routes inbound phone calls (the telephony service); nil: jobs for inbound
+	// calls fail.
+	Lines Lines
+	// SIP transfers phone calls (transfer_call); nil: transfers fail and the call ends.
+	SIP *SIP
+	// Recordings records calls (both sides, mixed); nil: no recordings. (issue 6)
+	Recordings *Recordings
 	Logger     *slog.Logger
 }
 
@@ -275,6 +286,10 @@ func (l *lateSink) HandleEvent(e voice.Event) {
 
 // HandleJob runs one dispatched call to its end and records it. It implements
 // dispatch.Handler.
+//
+// A job names either a call (web and outbound calls: Parley created the record and the
+// room) or a phone number (an inbound phone call: LiveKit SIP created the room from the
+// number's dispatch rule, and the record is made here; see handleInbound).
 func (r *Runner) HandleJob(ctx context.Context, job dispatch.Job) error {
 	log := r.Logger
 	if log == nil {
@@ -283,6 +298,9 @@ func (r *Runner) HandleJob(ctx context.Context, job dispatch.Job) error {
 	meta, err := ParseDispatchMetadata(job.Metadata)
 	if err != nil {
 		return err
+	}
+	if meta.CallID == "" {
+		return r.handleInbound(ctx, job, meta.PhoneNumber, log)
 	}
 	callID := meta.CallID
 	log = log.With("call_id", callID, "room", job.Room.Name, "job_id", job.ID)
@@ -299,19 +317,74 @@ func (r *Runner) HandleJob(ctx context.Context, job dispatch.Job) error {
 		log.Info("calls: dispatched call has already ended", "status", call.CallStatus)
 		return nil
 	}
-	vars := map[string]string{}
-	for k, v := range call.Metadata {
-		if s, ok := v.(string); ok {
-			vars[k] = s
-		}
-	}
-	cfg, err := r.Engine.SessionConfig(ctx, call.TenantID, call.AgentID, callID, callVariables(time.Now(), vars))
+	cfg, err := r.Engine.SessionConfig(ctx, call.TenantID, call.AgentID, callID, callVariables(time.Now(), CallVariables(call)))
 	if err != nil {
 		r.Calls.Fail(bg, callID, ReasonError)
 		return err
 	}
+	// An outbound phone call may be answered by a machine: the agent listens first,
+	// as its voicemail settings say (a no-op when detection is off).
+	cfg.DetectVoicemail = call.Direction == DirectionOutbound
+	return r.run(ctx, job, callRun{callID: callID, phone: call.Direction == DirectionOutbound, cfg: cfg}, log)
+}
+
+// CallVariables are the {{variables}} a call's metadata gives its prompt: the metadata's
+// top-level strings, then its "variables" object (Call2Me's and Call24x7's field for
+// them), whose entries win. Numbers and booleans in "variables" are written as JSON
+// writes them, since an API client may well send {"age": 42}.
+func CallVariables(c Call) map[string]string {
+	vars := map[string]string{}
+	for k, v := range c.Metadata {
+		if s, ok := v.(string); ok {
+			vars[k] = s
+		}
+	}
+	if c.FromNumber != "" {
+		vars["from_number"] = c.FromNumber
+	}
+	if c.ToNumber != "" {
+		vars["to_number"] = c.ToNumber
+	}
+	if obj, ok := c.Metadata["variables"].(map[string]any); ok {
+		for k, v := range obj {
+			switch v := v.(type) {
+			case string:
+				vars[k] = v
+			case float64, bool, json.Number:
+				vars[k] = fmt.Sprint(v)
+			}
+		}
+	}
+	return vars
+}
+
+// callRun is one call for run.
+type callRun struct {
+	callID string
+	// phone: the caller is a phone line, which LiveKit SIP puts in the room while it
+	// still rings; the conversation waits until it is answered (sip.callStatus active).
+	phone bool
+	// answered, for an inbound call, creates the record once the line is answered;
+	// until then there is no record to fail.
+	// It returns the call's {{variables}}.
+	answered func(livekit.SIPCaller) (map[string]string, error)
+	cfg      voice.Config
+}
+
+// phoneWait bounds the wait for a phone line to be answered: an outbound call rings for
+// at most SIPConfig.RingingTimeout (3 minutes at most), and the dial job closes the
+// room as soon as it knows the call was not answered, which ends the wait sooner.
+const phoneWait = 3 * time.Minute
+
+// run joins the room, waits for the caller, runs the conversation and records it.
+func (r *Runner) run(ctx context.Context, job dispatch.Job, cr callRun, log *slog.Logger) error {
+	bg := context.WithoutCancel(ctx)
+	callID, cfg := cr.callID, cr.cfg
+	recorded := cr.answered == nil // is there a record to fail?
 	sink := &lateSink{}
 	var rec *Recorder
+	recording := r.prepareRecording(callID, log) // recordings: nil when not configured
+	defer recording.Discard()                    // recordings: a no-op once stored
 	room, err := livekit.Join(ctx, livekit.Config{
 		URL: job.URL, Token: job.Token, CallerWait: r.CallerWait, Logger: log,
 		OnCaller: func(identity, kind string) error {
@@ -321,17 +394,55 @@ func (r *Runner) HandleJob(ctx context.Context, job dispatch.Job) error {
 			}
 			rec = r.Calls.NewRecorder(callID, now)
 			sink.set(rec)
+			r.beginRecording(ctx, recording, callID, now, log) // recordings
 			log.Info("calls: call started", "caller", identity, "caller_kind", kind)
 			return nil
 		},
 	})
 	if err != nil {
-		r.Calls.Fail(bg, callID, ReasonLiveKit)
+		if recorded {
+			r.Calls.Fail(bg, callID, ReasonLiveKit)
+		} else {
+			r.closeRoom(bg, job.Room.Name, log)
+		}
 		return err
 	}
 	defer room.Close()
+	if cr.phone {
+		wait := r.CallerWait
+		if wait <= 0 {
+			wait = time.Minute
+		}
+		if recorded {
+			wait += phoneWait
+		}
+		line, err := room.WaitSIPActive(ctx, wait)
+		if err != nil {
+			// Not answered: an outbound call's dial job records why (busy, no answer)
+			// and closes the room; an inbound caller hung up while it rang, before
+			// there was a record. Either way there is nothing to run.
+			log.Info("calls: the phone line was not answered", "err", err)
+			if !recorded {
+				r.closeRoom(bg, job.Room.Name, log)
+			}
+			return nil
+		}
+		if cr.answered != nil {
+			vars, err := cr.answered(line)
+			if err != nil {
+				r.closeRoom(bg, job.Room.Name, log)
+				return err
+			}
+			cfg.Variables = vars
+			recorded = true
+		}
+	}
+	transfer := &transferSink{next: sink}
 	cfg.Output, cfg.OutputRate = room.Output(), room.OutputRate()
-	cfg.Events = room.Events(sink)
+	if recording != nil { // recordings: the session taps both sides
+		cfg.Tap = recording
+	}
+	cfg.Events = room.Events(transfer)
 	sess, err := voice.NewSession(cfg)
 	if err != nil {
 		r.Calls.Fail(bg, callID, ReasonError)
@@ -348,6 +459,9 @@ func (r *Runner) HandleJob(ctx context.Context, job dispatch.Job) error {
 		}
 		if err := r.Calls.Fail(bg, callID, reason); err != nil && !errors.Is(err, ErrInProgress) {
 			log.Warn("calls: fail call", "err", err)
+		}
+		if cr.phone {
+			r.closeRoom(bg, job.Room.Name, log)
 		}
 		return runErr
 	}
@@ -368,14 +482,77 @@ func (r *Runner) HandleJob(ctx context.Context, job dispatch.Job) error {
 		fin.Status = StatusFailed
 		fin.Reason = ReasonError
 	}
-	if err := rec.Close(bg, fin); err != nil {
-		log.Warn("calls: finish call", "err", err)
-	}
-	if res.Outcome == livekit.SessionEnded && r.Calls.cfg.Rooms != nil {
-		// The agent hung up: close the room so the caller is disconnected too.
-		if err := r.Calls.cfg.Rooms.DeleteRoom(bg, job.Room.Name); err != nil {
-			log.Warn("calls: close room", "err", err)
+	if res.Outcome == livekit.SessionEnded && res.EndReason == voice.EndTransfer {
+		if err := r.transfer(bg, job.Room.Name, res, transfer.destination()); err != nil {
+			log.Warn("calls: transfer", "err", err)
+			fin.Reason = ReasonTransferFailed
+		} else {
+			log.Info("calls: transferred", "to", transfer.destination())
 		}
 	}
+	finishRecording(bg, recording, log) // recordings: stored before the call completes
+	if err := rec.Close(bg, fin.voicemail(res.EndReason)); err != nil {
+		log.Warn("calls: finish call", "err", err)
+	}
+	if res.Outcome == livekit.SessionEnded {
+		// The agent hung up: close the room so the caller is disconnected too. The
+		// agent leaves first, while its connection is up: the SDK's text-stream writer
+		// (captions) waits, holding a lock that leaving needs, for its data channel to
+		// drain, which a connection cut by the room's deletion never does.
+		room.Close()
+		r.closeRoom(bg, job.Room.Name, log)
+	}
 	return runErr
+}
+
+// closeRoom deletes a call's room (disconnecting everyone, a phone line included: the
+// bridge hangs up, or rejects a call it has not answered).
+func (r *Runner) closeRoom(ctx context.Context, name string, log *slog.Logger) {
+	if r.Calls.cfg.Rooms == nil {
+		return
+	}
+	if err := r.Calls.cfg.Rooms.DeleteRoom(ctx, name); err != nil {
+		log.Warn("calls: close room", "err", err)
+	}
+}
+
+// transferTimeout bounds a transfer: the REFER's answer, then the bridge waiting for
+// the transfer target to ring and answer (LiveKit's default 30 s), and a margin.
+const transferTimeout = 45 * time.Second
+
+// transfer hands the phone line to the destination the model chose.
+func (r *Runner) transfer(ctx context.Context, room string, res livekit.Result, dest string) error {
+	switch {
+	case dest == "":
+		return errors.New("calls: the session ended in a transfer with no destination")
+	case res.CallerKind != "sip":
+		return fmt.Errorf("calls: a %s caller cannot be transferred", res.CallerKind)
+	case r.SIP == nil:
+		return errors.New("calls: SIP is not configured on this worker")
+	}
+	ctx, cancel := context.WithTimeout(ctx, transferTimeout)
+	defer cancel()
+	return r.SIP.Transfer(ctx, room, res.Caller, dest)
+}
+
+// transferSink notes the destination of the session's Transfer event on its way to next.
+type transferSink struct {
+	next voice.EventSink
+	mu   sync.Mutex
+	dest string
+}
+
+func (t *transferSink) HandleEvent(e voice.Event) {
+	if tr, ok := e.(*voice.Transfer); ok {
+		t.mu.Lock()
+		t.dest = tr.Destination
+		t.mu.Unlock()
+	}
+	t.next.HandleEvent(e)
+}
+
+func (t *transferSink) destination() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.dest
 }

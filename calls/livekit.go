@@ -109,19 +109,28 @@ func (c LiveKitConfig) validate() error {
 }
 
 // DispatchMetadata is what a call room's agent dispatch (and the room) carries, in
-// JSON: the worker reads the call ID from it.
+// JSON: the worker reads the call ID from it. Rooms Parley creates (web calls, outbound
+// calls) name the call; an inbound phone call's room is created by LiveKit SIP from
+// the number's dispatch rule, before any record exists, and names the number called
+// instead (the worker routes it and creates the record).
 type DispatchMetadata struct {
-	CallID string `json:"call_id"`
+	CallID      string `json:"call_id,omitempty"`
+	PhoneNumber string `json:"phone_number,omitempty"`
+	// Unbound marks a phone call that reached a SIP trunk's catch-all dispatch rule
+	// (telephony.UnboundMetadata): the number called has no agent, and the worker turns
+	// the call away without answering it.
+	Unbound bool `json:"unbound,omitempty"`
 }
 
-// ParseDispatchMetadata decodes a dispatch's metadata.
+// ParseDispatchMetadata decodes a dispatch's metadata: it must name a call or a phone
+// number, or mark an unbound phone call.
 func ParseDispatchMetadata(s string) (DispatchMetadata, error) {
 	var m DispatchMetadata
 	if err := json.Unmarshal([]byte(s), &m); err != nil {
 		return m, fmt.Errorf("calls: dispatch metadata: %w", err)
 	}
-	if m.CallID == "" {
-		return m, errors.New("calls: dispatch metadata has no call_id")
+	if m.CallID == "" && m.PhoneNumber == "" && !m.Unbound {
+		return m, errors.New("calls: dispatch metadata has neither call_id nor phone_number")
 	}
 	return m, nil
 }

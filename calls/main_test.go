@@ -31,6 +31,7 @@ func TestMain(m *testing.M) {
 	if lk.srv != nil {
 		lk.srv.Stop()
 	}
+	stopSIPStack()
 	dbtest.Shutdown()
 	// The LiveKit API client keeps idle keep-alive connections in the default transport.
 	http.DefaultTransport.(*http.Transport).CloseIdleConnections()

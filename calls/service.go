@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
 
 	"github.com/parleyhq/parley/internal/errs"
 	"github.com/parleyhq/parley/internal/ids"
@@ -52,6 +53,14 @@ type Service struct {
 	pool *pgxpool.Pool
 	cfg  Config
 	log  *slog.Logger
+	// jobs inserts River jobs in the caller's transaction (SetJobs); nil: no jobs.
+	jobs *river.Client[pgx.Tx]
+	// out is what outbound calls need besides the table (outbound.go, SetOutbound).
+	out OutboundDeps
+	// hangup ends Twilio calls, which have no room (set by NewTwilio).
+	hangup interface {
+		Hangup(ctx context.Context, c Call) error
+	}
 }
 
 // New returns a Service.
@@ -396,39 +405,29 @@ func encodeTranscript(turns []Turn, latency Latency) ([]byte, []byte, error) {
 // Finish ends an in-progress call as completed or failed with its final transcript and
 // latency. A call that has already ended is left as it is and Finish returns nil (the
 // first outcome stands). A call that never began may only be finished as failed (as
-// Fail does; the transcript is stored too); completing it is ErrNotInProgress.
+// Fail does; the transcript is stored too); completing it is ErrNotInProgress. A call
+// it ends with a transcript gets its post-call analysis job (AnalysisArgs) in the same
+// transaction.
 func (s *Service) Finish(ctx context.Context, callID string, f Finish) error {
-	if f.Status != StatusCompleted && f.Status != StatusFailed {
-		return fmt.Errorf("calls: finish %s: status %q is not completed or failed", callID, f.Status)
+	if f.Status != StatusCompleted && f.Status != StatusFailed && f.Status != StatusVoicemail {
+		return fmt.Errorf("calls: finish %s: status %q is not completed, voicemail or failed", callID, f.Status)
 	}
-	if f.EndedAt.IsZero() {
-		f.EndedAt = s.now()
-	}
-	tj, lj, err := encodeTranscript(f.TranscriptObject, f.Latency)
+	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("calls: finish %s: %w", callID, err)
 	}
-	from := []string{StatusInProgress}
-	if f.Status == StatusFailed {
-		from = live
-	}
-	// duration_ms: the caller's figure, else the span since start_timestamp (0 for a
-	// call that never started).
-	tag, err := s.pool.Exec(ctx, `UPDATE calls SET call_status = $2, disconnection_reason = $3,
-			end_timestamp = $4,
-			duration_ms = CASE WHEN $5::bigint > 0 THEN $5::bigint
-				WHEN start_timestamp IS NULL THEN 0
-				ELSE greatest(0, round(extract(epoch FROM ($4 - start_timestamp)) * 1000))::bigint END,
-			transcript = $6, transcript_object = $7, latency = $8, updated_at = $9
-		WHERE id = $1 AND call_status = ANY ($10)`,
-		callID, f.Status, f.Reason, f.EndedAt.UTC(), f.Duration.Milliseconds(),
-		transcriptText(f.TranscriptObject), tj, lj, s.now(), from)
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	ended, err := s.finishTx(ctx, tx, callID, f)
 	if err != nil {
-		return fmt.Errorf("calls: finish %s: %w", callID, err)
+		return err
 	}
-	if tag.RowsAffected() > 0 {
+	if ended {
+		if err := tx.Commit(ctx); err != nil {
+			return fmt.Errorf("calls: finish %s: %w", callID, err)
+		}
 		return nil
 	}
+	tx.Rollback(ctx)
 	c, err := s.load(ctx, callID)
 	if err != nil {
 		return err
@@ -437,6 +436,42 @@ func (s *Service) Finish(ctx context.Context, callID string, f Finish) error {
 		return ErrNotInProgress // completing a call that never began
 	}
 	return nil // already ended: the first outcome stands
+}
+
+// finishTx is Finish's write in tx: the final UPDATE and, when it ended the call with
+// a transcript, the call's analysis job, so the two commit or roll back together. It
+// reports whether it ended the call.
+func (s *Service) finishTx(ctx context.Context, tx pgx.Tx, callID string, f Finish) (bool, error) {
+	if f.EndedAt.IsZero() {
+		f.EndedAt = s.now()
+	}
+	tj, lj, err := encodeTranscript(f.TranscriptObject, f.Latency)
+	if err != nil {
+		return false, fmt.Errorf("calls: finish %s: %w", callID, err)
+	}
+	from := []string{StatusInProgress}
+	if f.Status == StatusFailed {
+		from = live
+	}
+	// duration_ms: the caller's figure, else the span since start_timestamp (0 for a
+	// call that never started).
+	transcript := transcriptText(f.TranscriptObject)
+	tag, err := tx.Exec(ctx, `UPDATE calls SET call_status = $2, disconnection_reason = $3,
+			end_timestamp = $4,
+			duration_ms = CASE WHEN $5::bigint > 0 THEN $5::bigint
+				WHEN start_timestamp IS NULL THEN 0
+				ELSE greatest(0, round(extract(epoch FROM ($4 - start_timestamp)) * 1000))::bigint END,
+			transcript = $6, transcript_object = $7, latency = $8, updated_at = $9
+		WHERE id = $1 AND call_status = ANY ($10)`,
+		callID, f.Status, f.Reason, f.EndedAt.UTC(), f.Duration.Milliseconds(),
+		transcript, tj, lj, s.now(), from)
+	if err != nil {
+		return false, fmt.Errorf("calls: finish %s: %w", callID, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return false, nil
+	}
+	return true, s.enqueueAnalysis(ctx, tx, callID, transcript)
 }
 
 // Fail ends a call that never began (registered or ringing) as failed with reason: the
@@ -464,6 +499,13 @@ func (s *Service) Fail(ctx context.Context, callID, reason string) error {
 	return nil
 }
 
+// Errors of ending Twilio calls.
+var (
+	ErrTwilioNotConfigured = errs.New(errs.KindUnavailable, "twilio_not_configured",
+		"This call is a Twilio call and Twilio is not configured on this server (PARLEY_TWILIO_ACCOUNT_SID, PARLEY_TWILIO_AUTH_TOKEN)")
+	ErrTwilioUnavailable = errs.New(errs.KindUnavailable, "twilio_unavailable", "Twilio did not accept the hang-up; try again shortly")
+)
+
 // ErrInProgress: Fail on a call whose conversation has begun (use Finish).
 var ErrInProgress = errs.Conflict("call_in_progress", "Call is in progress")
 
@@ -481,10 +523,19 @@ func (s *Service) End(ctx context.Context, tenantID, id string) (Call, error) {
 	if !c.Live() {
 		return Call{}, ErrCallEnded
 	}
-	if s.cfg.Rooms == nil {
+	if sid, _ := c.Metadata[MetaTwilioCallSID].(string); sid != "" {
+		// A Twilio call: Twilio hangs it up (or cancels it while it rings), the media
+		// stream stops and the call's process finishes it (api_ended).
+		if s.hangup == nil {
+			return Call{}, ErrTwilioNotConfigured
+		}
+		if err := s.hangup.Hangup(ctx, c); err != nil {
+			s.log.ErrorContext(ctx, "calls: end: twilio hang-up", "call_id", id, "err", err)
+			return Call{}, fmt.Errorf("%w: %w", ErrTwilioUnavailable, err)
+		}
+	} else if s.cfg.Rooms == nil {
 		return Call{}, ErrLiveKitNotConfigured
-	}
-	if c.RoomName != "" {
+	} else if c.RoomName != "" {
 		if err := s.cfg.Rooms.DeleteRoom(ctx, c.RoomName); err != nil {
 			s.log.ErrorContext(ctx, "calls: end: delete room", "call_id", id, "room", c.RoomName, "err", err)
 			return Call{}, fmt.Errorf("%w: %w", ErrLiveKitUnavailable, err)
@@ -570,16 +621,41 @@ func (s *Service) FailOrphans(ctx context.Context, quiet time.Duration) (int, er
 			continue
 		}
 		// Only a call still quiet and in progress: a worker that finished it since the
-		// query wins.
-		tag, err := s.pool.Exec(ctx, `UPDATE calls SET call_status = 'failed', disconnection_reason = $2,
-			end_timestamp = $3, updated_at = $3,
-			duration_ms = greatest(0, round(extract(epoch FROM ($3 - start_timestamp)) * 1000))::bigint
-			WHERE id = $1 AND call_status = 'in_progress' AND updated_at < $4`,
-			id, ReasonWorkerLost, s.now(), s.now().Add(-quiet))
+		// query wins. The live transcript it saved is analysed like a finished one's.
+		ended, err := s.failOrphan(ctx, id, quiet)
 		if err != nil {
 			return n, fmt.Errorf("calls: fail orphan %s: %w", id, err)
 		}
-		n += int(tag.RowsAffected())
+		if ended {
+			n++
+		}
 	}
 	return n, nil
+}
+
+// failOrphan fails one orphaned call and, if it had a transcript, enqueues its
+// analysis in the same transaction. It reports whether it failed the call.
+func (s *Service) failOrphan(ctx context.Context, id string, quiet time.Duration) (bool, error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	var transcript string
+	err = tx.QueryRow(ctx, `UPDATE calls SET call_status = 'failed', disconnection_reason = $2,
+		end_timestamp = $3, updated_at = $3,
+		duration_ms = greatest(0, round(extract(epoch FROM ($3 - start_timestamp)) * 1000))::bigint
+		WHERE id = $1 AND call_status = 'in_progress' AND updated_at < $4
+		RETURNING transcript`,
+		id, ReasonWorkerLost, s.now(), s.now().Add(-quiet)).Scan(&transcript)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := s.enqueueAnalysis(ctx, tx, id, transcript); err != nil {
+		return false, err
+	}
+	return true, tx.Commit(ctx)
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/parleyhq/parley/calls"
 	"github.com/parleyhq/parley/knowledge"
+	"github.com/parleyhq/parley/telephony"
 )
 
 // routes is Parley's one route table. Every public path is here, with its auth mode,
@@ -83,6 +84,40 @@ func (s *Server) routes() []route {
 		{Method: "GET", Path: "/v1/calls/{id}", Auth: authUser, Scope: "calls:read", Handle: s.handleGetCall, Tag: "Calls", Summary: "Get a call with its transcript and latency (live while it runs)", Response: callDoc},
 		{Method: "GET", Path: "/v1/calls/{id}/transcript", Auth: authUser, Scope: "calls:read", Handle: s.handleCallTranscript, Tag: "Calls", Summary: "A call's transcript", Response: transcriptResponse{}},
 		{Method: "POST", Path: "/v1/calls/{id}/end", Auth: authUser, Scope: "calls:write", Handle: s.handleEndCall, Tag: "Calls", Summary: "End a live call (deletes its room; the record shows api_ended once the agent has left)", Response: callDoc},
+
+		// --- outbound calls (POST /v1/calls/outbound) ---
+		{Method: "POST", Path: "/v1/calls/outbound", Auth: authUser, Scope: "calls:write", Handle: s.handleCreateOutboundCall, Tag: "Calls", Summary: "Place an outbound phone call: creates the call (registered) and queues its dial. Send Idempotency-Key to make retries safe; 402 insufficient_balance when billing is enforced and the wallet is empty", Request: outboundRequest{}, Response: callDoc, Status: http.StatusCreated},
+
+		// --- recordings ---
+		{Method: "GET", Path: "/v1/calls/{id}/recording", Auth: authUser, Scope: "calls:read", Handle: s.handleCallRecording, Tag: "Calls", Summary: "A call's recording, both sides mixed (audio/ogg or audio/wav; Range requests supported). 404 recording_not_found while the call is live or when it was not recorded"},
+
+		// --- phone numbers and SIP trunks ---
+		{Method: "POST", Path: "/v1/sip-trunks", Auth: authUser, Scope: "phone_numbers:write", Handle: s.handleCreateTrunk, Tag: "SIP trunks", Summary: "Create a SIP trunk (mirrored in LiveKit SIP); passwords are write-only", Request: telephony.TrunkInput{}, Response: trunkDoc, Status: http.StatusCreated},
+		{Method: "GET", Path: "/v1/sip-trunks", Auth: authUser, Scope: "phone_numbers:read", Handle: s.handleListTrunks, Tag: "SIP trunks", Summary: "List SIP trunks, newest first", Response: listOf{Name: "sip_trunks", Item: trunkDoc}, List: true},
+		{Method: "GET", Path: "/v1/sip-trunks/{id}", Auth: authUser, Scope: "phone_numbers:read", Handle: s.handleGetTrunk, Tag: "SIP trunks", Summary: "Get a SIP trunk", Response: trunkDoc},
+		{Method: "PATCH", Path: "/v1/sip-trunks/{id}", Auth: authUser, Scope: "phone_numbers:write", Handle: s.handlePatchTrunk, Tag: "SIP trunks", Summary: "Change a SIP trunk (absent fields stay; a password of \"********\" keeps the stored one)", Request: telephony.TrunkInput{}, Response: trunkDoc},
+		{Method: "DELETE", Path: "/v1/sip-trunks/{id}", Auth: authUser, Scope: "phone_numbers:write", Handle: s.handleDeleteTrunk, Tag: "SIP trunks", Summary: "Delete a SIP trunk no phone number uses", Status: http.StatusNoContent},
+		{Method: "POST", Path: "/v1/sip-trunks/{id}/test", Auth: authUser, Scope: "phone_numbers:write", Handle: s.handleTestTrunk, Tag: "SIP trunks", Summary: "Send a SIP OPTIONS request to the trunk's outbound address and report reachability and latency", Response: telephony.TestResult{}},
+		{Method: "GET", Path: "/v1/phone-numbers", Auth: authUser, Scope: "phone_numbers:read", Handle: s.handleListNumbers, Tag: "Phone numbers", Summary: "List phone numbers, newest first", Response: listOf{Name: "phone_numbers", Item: phoneNumberDoc}, List: true},
+		{Method: "POST", Path: "/v1/phone-numbers", Auth: authUser, Scope: "phone_numbers:write", Handle: s.handleCreateNumber, Tag: "Phone numbers", Summary: "Register a number you have on a SIP trunk or at Twilio", Request: telephony.NumberInput{}, Response: phoneNumberDoc, Status: http.StatusCreated},
+		{Method: "POST", Path: "/v1/phone-numbers/buy", Auth: authUser, Scope: "phone_numbers:write", Handle: s.handleBuyNumber, Tag: "Phone numbers", Summary: "Buy a number from a configured provider (telnyx, twilio): the one named, or the first a search finds", Request: telephony.BuyInput{}, Response: phoneNumberDoc, Status: http.StatusCreated},
+		{Method: "GET", Path: "/v1/phone-numbers/{number}", Auth: authUser, Scope: "phone_numbers:read", Handle: s.handleGetNumber, Tag: "Phone numbers", Summary: "Get a phone number (by E.164 number or ID)", Response: phoneNumberDoc},
+		{Method: "PATCH", Path: "/v1/phone-numbers/{number}", Auth: authUser, Scope: "phone_numbers:write", Handle: s.handlePatchNumber, Tag: "Phone numbers", Summary: "Change a phone number's nickname, trunk or agent", Request: telephony.NumberPatch{}, Response: phoneNumberDoc},
+		{Method: "DELETE", Path: "/v1/phone-numbers/{number}", Auth: authUser, Scope: "phone_numbers:write", Handle: s.handleDeleteNumber, Tag: "Phone numbers", Summary: "Remove a phone number (a bought one is released at its provider)", Status: http.StatusNoContent},
+		{Method: "POST", Path: "/v1/phone-numbers/{number}/bind", Auth: authUser, Scope: "phone_numbers:write", Handle: s.handleBindNumber, Tag: "Phone numbers", Summary: "Bind the number to an agent: its calls ring that agent", Request: bindRequest{}, Response: phoneNumberDoc},
+		{Method: "POST", Path: "/v1/phone-numbers/{number}/assign", Auth: authUser, Scope: "phone_numbers:write", Handle: s.handleBindNumber, Tag: "Phone numbers", Summary: "Alias of bind (Call2Me)", Request: bindRequest{}, Response: phoneNumberDoc},
+		{Method: "POST", Path: "/v1/phone-numbers/{number}/unbind", Auth: authUser, Scope: "phone_numbers:write", Handle: s.handleUnbindNumber, Tag: "Phone numbers", Summary: "Unbind the number's agent: its calls are refused", Response: phoneNumberDoc},
+
+		// --- Call24x7 compatibility ---
+		{Method: "POST", Path: "/outbound_call", Auth: authUser, Handle: s.call24x7(s.handleCall24x7Post), Errors: errorsCall24x7, Tag: "Call24x7", Summary: "Call24x7: place an outbound call (needs calls:write); answers {success, call_id, status: RINGING, message} or {success: false, message, error_code}", Request: call24x7Request{}, Response: call24x7Response{}},
+		{Method: "GET", Path: "/outbound_call", Auth: authUser, Handle: s.call24x7(s.handleCall24x7Get), Errors: errorsCall24x7, Tag: "Call24x7", Summary: "Call24x7: ?call_id= returns the call's status (calls:read); ?to_phone_number=&agent_id= places a call like POST (calls:write)", Response: call24x7StatusResponse{},
+			Query: map[string]string{"call_id": "the call whose status to return", "to_phone_number": "start a call to this E.164 number", "agent_id": "with to_phone_number: the agent that calls", "instruction": "with to_phone_number, instead of agent_id: a temporary agent's system prompt", "webhook_url": "completion webhook of a started call", "external_id": "your reference for a started call"}},
+
+		// --- Twilio ---
+		{Method: "POST", Path: "/inbound_call", Auth: authSystem, Handle: s.handleTwilioInbound, Tag: "Twilio", Summary: "Twilio's voice webhook (signed with X-Twilio-Signature): answers TwiML connecting the call to the agent bound to the number called, through a media stream"},
+		{Method: "POST", Path: "/v1/twilio/status/{id}", Auth: authSystem, Handle: s.handleTwilioStatus, Tag: "Twilio", Summary: "Twilio's status callback for an outbound call (signed with X-Twilio-Signature)", Status: http.StatusNoContent},
+		{Method: "GET", Path: "/v1/twilio/media/{token}", Auth: authSystem, Handle: s.handleTwilioMedia, Tag: "Twilio", Summary: "Twilio Media Streams websocket of one call (the token comes from the TwiML)"},
+		{Method: "POST", Path: "/v1/twilio/connect/{id}", Auth: authSystem, Handle: s.handleTwilioConnectEnded, Tag: "Twilio", Summary: "Twilio's request once a call's media stream has ended (signed): TwiML that transfers the call or hangs up"},
 
 		// --- livekit ---
 		{Method: "POST", Path: "/v1/livekit/token", Auth: authUser, Scope: "calls:write", Handle: s.handleLiveKitToken, Tag: "LiveKit", Summary: "Start a browser voice call and get its LiveKit token", Request: webCallRequest{}, Response: liveKitTokenResponse{}},

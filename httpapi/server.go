@@ -22,6 +22,7 @@ import (
 	"github.com/parleyhq/parley/calls"
 	"github.com/parleyhq/parley/httpapi/ratelimit"
 	"github.com/parleyhq/parley/knowledge"
+	"github.com/parleyhq/parley/telephony"
 )
 
 // Config configures the HTTP layer.
@@ -111,9 +112,15 @@ type Deps struct {
 	Agents    *agents.Service
 	Knowledge *knowledge.Service
 	Calls     *calls.Service // /v1/calls and /v1/livekit; nil: those routes answer 503
+	Twilio    *calls.Twilio  // POST /inbound_call and /v1/twilio/...; nil: those routes answer 503
+	// Telephony serves /v1/phone-numbers and /v1/sip-trunks; nil: those routes answer 503.
+	Telephony *telephony.Service
 	Limiter   *ratelimit.Limiter
 	Ready     []ReadyCheck
 	Version   string
+
+	// Recordings serves GET /v1/calls/{id}/recording; nil: that route answers 503.
+	Recordings *calls.Recordings
 }
 
 // Server is the HTTP API.

@@ -72,6 +72,10 @@ type Agent struct {
 	// to with the built-in transfer_call tool. Empty: the tool is not offered. The list
 	// is an allow-list: a model talked into dialling elsewhere is refused.
 	TransferDestinations []string
+	// Voicemail is what to do when an answering machine picks up an outbound call. It
+	// only applies when the transport sets Config.DetectVoicemail (outbound phone
+	// calls); see VoicemailConfig.
+	Voicemail VoicemailConfig
 }
 
 // Function is an HTTP tool the model may call. Mirrors agents.Function.
@@ -188,6 +192,23 @@ type Config struct {
 	// turn has been decided. Default 5 s.
 	STTFinalTimeout time.Duration
 
+	// DTMFOut offers the model the built-in send_dtmf tool, which emits SendDTMF
+	// events. Transports that can press keys on the line set it (LiveKit with a SIP
+	// caller); a browser or a Twilio Media Stream cannot, and leaves it false. See
+	// Session.SetDTMFOut for a transport that learns it only once the caller is known.
+	DTMFOut bool
+	// DTMFInterDigit is how long after the caller's last key press their entry is
+	// considered complete (a '#' completes it at once); see Session.DTMF. Default 2 s.
+	DTMFInterDigit time.Duration
+	// DetectVoicemail runs voicemail detection (Agent.Voicemail, when Enabled) at the
+	// start of the call: the agent listens before it speaks. Set it for outbound phone
+	// calls only: on an inbound call the caller talks to the agent, never a machine.
+	DetectVoicemail bool
+
+	// Tap, if set, gets a copy of the call's audio in both directions (for a
+	// recording); see AudioTap.
+	Tap AudioTap
+
 	// Clock is the engine's time source, for every timer and every ledger timestamp.
 	// Default: the system clock. Tests may inject a fake.
 	Clock audio.Clock
@@ -227,6 +248,14 @@ const (
 	defaultMaxToolRounds   = 4
 	defaultToolFillerDelay = 700 * time.Millisecond
 	defaultSTTFinalTimeout = 5 * time.Second
+	// defaultDTMFInterDigit: people key a number they know at 3-5 digits a second and
+	// one they read off a card at about one a second; phone menus (IVRs) wait 2-5 s
+	// between digits before acting. 2 s lets a caller who reads an account number
+	// finish it, while a single menu choice ("press 1") is answered within 2 s; '#'
+	// ends an entry at once for a caller in a hurry.
+	defaultDTMFInterDigit = 2 * time.Second
+	// maxDTMFInterDigit: beyond 10 s the caller has moved on.
+	maxDTMFInterDigit = 10 * time.Second
 
 	// inputRate is the rate of the audio the VAD and STT see: 16 kHz is what both were
 	// built for (telephone audio at 8 kHz is upsampled, WebRTC's 48 kHz downsampled).
@@ -241,6 +270,7 @@ var defaultFillers = []string{"One moment, please.", "Let me check that for you.
 const (
 	ToolEndCall  = "end_call"
 	ToolTransfer = "transfer_call"
+	ToolSendDTMF = "send_dtmf"
 )
 
 var toolName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -286,6 +316,10 @@ func (c Config) withDefaults() Config {
 	if c.STTFinalTimeout == 0 {
 		c.STTFinalTimeout = defaultSTTFinalTimeout
 	}
+	if c.DTMFInterDigit == 0 {
+		c.DTMFInterDigit = defaultDTMFInterDigit
+	}
+	a.Voicemail = a.Voicemail.withDefaults()
 	c.VAD.SampleRate = inputRate
 	c.VAD.FrameDuration = frameDuration
 	if c.Clock == nil {
@@ -329,7 +363,7 @@ func (c Config) validate() error {
 			add("function %q is defined twice", f.Name)
 		}
 		seen[f.Name] = true
-		if f.Name == ToolEndCall || f.Name == ToolTransfer {
+		if f.Name == ToolEndCall || f.Name == ToolTransfer || f.Name == ToolSendDTMF {
 			add("function %q: the name is reserved for the built-in tool", f.Name)
 		}
 		u, err := url.Parse(f.URL)
@@ -362,6 +396,12 @@ func (c Config) validate() error {
 	}
 	if c.PlayoutBuffer < 100*time.Millisecond || c.PlayoutBuffer > time.Minute {
 		add("playout buffer %v: want 100ms..1m", c.PlayoutBuffer)
+	}
+	if c.DTMFInterDigit < 0 || c.DTMFInterDigit > maxDTMFInterDigit {
+		add("DTMF inter-digit timeout %v: want 0..%v", c.DTMFInterDigit, maxDTMFInterDigit)
+	}
+	if err := a.Voicemail.validate(); err != nil {
+		add("%v", err)
 	}
 	if c.KnowledgeTopK < 1 || c.KnowledgeBudget < 0 || c.MaxToolRounds < 1 ||
 		c.ToolFillerDelay < 0 || c.STTFinalTimeout <= 0 {

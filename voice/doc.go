@@ -15,7 +15,11 @@
 //     reply is cancelled and the history keeps only what was heard) or, for a cough or
 //     an "mm-hm", lets it resume where it paused;
 //   - the model (voice/llm) with knowledge retrieval and tools: HTTP functions, and the
-//     built-ins end_call and transfer_call; a filler phrase covers slow tools;
+//     built-ins end_call, transfer_call and send_dtmf; a filler phrase covers slow tools;
+//   - the phone keypad: the caller's keys (Session.DTMF) reach the model as a turn of
+//     text, the model's send_dtmf reaches the transport as an event (dtmf.go);
+//   - voicemail detection on outbound calls: listen first, tell a person from an
+//     answering machine, and leave the agent's message after the beep (voicemail.go);
 //   - speech (voice/tts), streamed sentence by sentence, the first piece cut at a clause
 //     so the agent starts talking early, and paced out in real time in 20 ms frames;
 //   - a latency ledger per turn (events and Prometheus histograms), transcripts, the

@@ -17,8 +17,8 @@ type EventSinkFunc func(Event)
 // HandleEvent implements EventSink.
 func (f EventSinkFunc) HandleEvent(e Event) { f(e) }
 
-// Event is one of *Transcript, *TurnLatency, *Interruption, *ToolCall, *Transfer and
-// *CallEnded.
+// Event is one of *Transcript, *TurnLatency, *Interruption, *ToolCall, *Transfer,
+// *SendDTMF, *VoicemailDetection and *CallEnded.
 type Event interface{ event() }
 
 // Speaker says who spoke.
@@ -154,6 +154,40 @@ type Transfer struct {
 	Turn        int
 }
 
+// SendDTMF asks the transport to press keys on the line (the model called send_dtmf;
+// only offered when Config.DTMFOut is set). Digits are one or more of 0-9, *, # and
+// A-D, already validated, in the order to send. The call goes on.
+type SendDTMF struct {
+	Digits string
+	Turn   int
+}
+
+// VoicemailResult is what voicemail detection decided.
+type VoicemailResult string
+
+const (
+	// VoicemailHuman: a person answered; the conversation goes on as usual.
+	VoicemailHuman VoicemailResult = "human"
+	// VoicemailMachine: an answering machine or voicemail greeting; the agent leaves
+	// its message or hangs up, and the session ends with EndVoicemail.
+	VoicemailMachine VoicemailResult = "machine"
+)
+
+// VoicemailDetection reports the outcome of voicemail detection on an outbound call
+// (Config.DetectVoicemail with Agent.Voicemail.Enabled). It is emitted once.
+type VoicemailDetection struct {
+	Result VoicemailResult
+	// Cue says what decided: "phrase" (the transcript matched a voicemail phrase),
+	// "long_greeting" (one run of speech longer than a person's hello), "beep" (a
+	// steady tone), "short_greeting" (a short answer without voicemail words), "dtmf"
+	// (the callee pressed a key) or "timeout" (no decision in time: a person is
+	// assumed).
+	Cue string
+	// Text is the callee's transcript so far.
+	Text string
+	At   time.Time
+}
+
 // EndReason says why a call ended.
 type EndReason string
 
@@ -164,6 +198,7 @@ const (
 	EndSilence     EndReason = "silence"      // the caller stayed silent after a reprompt
 	EndMaxDuration EndReason = "max_duration" // the call hit the agent's maximum duration
 	EndError       EndReason = "error"        // a provider failed for good (see CallEnded.Err)
+	EndVoicemail   EndReason = "voicemail"    // an answering machine answered (message left or hung up)
 )
 
 // CallEnded is the last event of a session.
@@ -174,9 +209,11 @@ type CallEnded struct {
 	Err      error
 }
 
-func (*Transcript) event()   {}
-func (*TurnLatency) event()  {}
-func (*Interruption) event() {}
-func (*ToolCall) event()     {}
-func (*Transfer) event()     {}
-func (*CallEnded) event()    {}
+func (*Transcript) event()         {}
+func (*TurnLatency) event()        {}
+func (*Interruption) event()       {}
+func (*ToolCall) event()           {}
+func (*Transfer) event()           {}
+func (*SendDTMF) event()           {}
+func (*VoicemailDetection) event() {}
+func (*CallEnded) event()          {}

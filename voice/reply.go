@@ -39,6 +39,7 @@ const (
 	noteSegStarted // idx: first sample played (from the playout)
 	noteSegPlayed  // idx, samples: fully played (from the playout)
 	noteKnowledge  // wait
+	noteDTMF       // text: digits for send_dtmf, validated
 )
 
 // note is a message to the control loop. The playout's notes and the reply goroutines'
@@ -388,6 +389,31 @@ func (s *Session) runTools(out *sentenceOut, round int, calls []llm.ToolCall, sp
 			if m := strings.TrimSpace(a.Message); m != "" {
 				closing = append(closing, m)
 			}
+		case ToolSendDTMF:
+			if !s.cfg.DTMFOut {
+				results[i] = toolError("this call cannot send keys")
+				break
+			}
+			var a struct {
+				Digits string `json:"digits"`
+			}
+			if err := json.Unmarshal([]byte(orEmptyObject(c.Arguments)), &a); err != nil {
+				results[i] = toolError("the arguments are not a JSON object")
+				break
+			}
+			digits, err := normalizeDigits(a.Digits)
+			if err != nil {
+				results[i] = toolError(err.Error())
+				ev.Err = err.Error()
+				break
+			}
+			// Sent now, not after the round: a phone menu waits for the key, and the
+			// model's next words may be its answer to what the menu says next.
+			if !s.post(r, note{kind: noteDTMF, text: digits}) {
+				return nil, nil, false
+			}
+			b, _ := json.Marshal(map[string]any{"ok": true, "sent": digits})
+			results[i] = string(b)
 		default:
 			f, ok := s.funcs[c.Name]
 			if !ok {

@@ -81,6 +81,14 @@ type Session struct {
 	onsetWatch atomic.Bool
 	notes      chan note
 	play       *playout
+	// dtmfCh carries the caller's key presses to the control loop (Session.DTMF).
+	dtmfCh chan dtmfPress
+	// toneWatch is set while voicemail detection listens for a beep; tone is its
+	// detector, on the input side (inMu).
+	toneWatch atomic.Bool
+	tone      *toneDetector
+	// vmMessage is Agent.Voicemail.Message with its variables filled.
+	vmMessage string
 
 	histMu  sync.Mutex
 	history []llm.Message
@@ -106,6 +114,7 @@ type input struct {
 	res   vad.Result
 	at    time.Time
 	onset onsetKind
+	tone  toneEvent // a beep started or ended (voicemail detection only)
 }
 
 // onsetKind is what the onset tracker made of a frame.
@@ -213,6 +222,11 @@ type loopState struct {
 	cand     *candidate
 	reprompt bool // the silence reprompt was said and nothing heard since
 	onset    onsetPause
+	// keys is the DTMF entry being collected since keysAt (dtmf.go).
+	keys     []byte
+	keysAt   time.Time
+	dtmfWait clockTimer
+	vm       vmState // voicemail detection (voicemail.go)
 
 	endpoint, silence, maxDur, sttWait clockTimer
 }
@@ -247,6 +261,8 @@ type userTurn struct {
 	decidedAt     time.Time
 	delay         time.Duration
 	sttFinalAt    time.Time
+	// keys are DTMF entries the caller keyed while speaking this turn (keysText).
+	keys []string
 }
 
 // candidate is caller speech over the agent, not yet judged.
@@ -287,7 +303,14 @@ func NewSession(cfg Config) (*Session, error) {
 		// dropped rather than block the transport when it is full.
 		inCh: make(chan input, 50),
 		// notes: a reply produces a handful per sentence.
-		notes: make(chan note, 256),
+		notes:  make(chan note, 256),
+		dtmfCh: make(chan dtmfPress, dtmfQueue),
+	}
+	if cfg.DTMFOut {
+		s.tools = append(s.tools, sendDTMFTool())
+	}
+	if s.vmEnabled() {
+		s.tone = newToneDetector(inputRate)
 	}
 	for _, f := range cfg.Agent.Functions {
 		s.funcs[f.Name] = f
@@ -297,7 +320,9 @@ func NewSession(cfg Config) (*Session, error) {
 	s.systemPrompt, miss1 = substitute(cfg.Agent.SystemPrompt, cfg.Variables)
 	s.systemPrompt = strings.TrimSpace(s.systemPrompt) + voiceGuidance
 	s.beginMessage, miss2 = substitute(cfg.Agent.BeginMessage, cfg.Variables)
-	for _, m := range append(miss1, miss2...) {
+	var miss3 []string
+	s.vmMessage, miss3 = substitute(cfg.Agent.Voicemail.Message, cfg.Variables)
+	for _, m := range slices.Concat(miss1, miss2, miss3) {
 		if !slices.Contains(s.missing, m) {
 			s.missing = append(s.missing, m)
 		}
@@ -305,7 +330,7 @@ func NewSession(cfg Config) (*Session, error) {
 	if len(s.missing) > 0 {
 		s.log.Warn("voice: prompt variables missing; left empty", "variables", s.missing)
 	}
-	s.play = newPlayout(cfg.Output, cfg.OutputRate, cfg.PlayoutBuffer, cfg.Clock, s.notes, s.quit, &s.wg)
+	s.play = newPlayout(tapOutput(cfg.Output, cfg.Tap), cfg.OutputRate, cfg.PlayoutBuffer, cfg.Clock, s.notes, s.quit, &s.wg)
 	return s, nil
 }
 
@@ -468,6 +493,9 @@ func (s *Session) WriteFrame(f audio.Frame) error {
 			return err
 		}
 	}
+	if s.cfg.Tap != nil {
+		s.cfg.Tap.CallerAudio(f)
+	}
 	return s.inRes.WriteFrame(f)
 }
 
@@ -516,9 +544,17 @@ func (s *Session) processFrame(f audio.Frame) error {
 		}
 	}
 	kind := s.onset.step(res, s.onsetWatch.Load())
-	in := input{res: res, at: s.clock.Now(), onset: kind}
+	tone := toneNone
+	if s.tone != nil {
+		if s.toneWatch.Load() {
+			tone = s.tone.step(f.Samples)
+		} else {
+			s.tone.reset()
+		}
+	}
+	in := input{res: res, at: s.clock.Now(), onset: kind, tone: tone}
 	switch {
-	case res.Event != vad.EventNone || kind != onsetNone:
+	case res.Event != vad.EventNone || kind != onsetNone || tone != toneNone:
 		// Never dropped: a lost fizzle would leave the agent paused.
 		select {
 		case s.inCh <- in:
@@ -571,9 +607,13 @@ func (s *Session) run() {
 	if d := ms(s.cfg.Agent.MaxCallDurationMS); d > 0 {
 		l.maxDur.arm(s.clock, d)
 	}
-	if strings.TrimSpace(s.beginMessage) != "" {
+	switch {
+	case s.vmEnabled():
+		// An outbound call that may reach a machine: listen first (voicemail.go).
+		s.vmStart()
+	case strings.TrimSpace(s.beginMessage) != "":
 		s.startScripted(s.beginMessage)
-	} else {
+	default:
 		s.armSilence()
 	}
 	sttEvents := s.stream.Events()
@@ -615,6 +655,22 @@ func (s *Session) run() {
 		case <-l.maxDur.c:
 			l.maxDur.fired()
 			s.end(EndMaxDuration, nil)
+		case p := <-s.dtmfCh:
+			s.onDTMF(p)
+		case <-l.dtmfWait.c:
+			l.dtmfWait.fired()
+			s.flushKeys()
+		case <-l.vm.timeout.c:
+			l.vm.timeout.fired()
+			s.vmTimeout()
+		case <-l.vm.long.c:
+			l.vm.long.fired()
+			if t := l.user; t != nil && l.vm.phase == vmListening {
+				s.vmMachineFound("long_greeting", s.turnText(t, true))
+			}
+		case <-l.vm.quiet.c:
+			l.vm.quiet.fired()
+			s.vmQuietOver()
 		}
 	}
 	s.shutdown()
@@ -623,7 +679,7 @@ func (s *Session) run() {
 // shutdown tears the session down after the loop ends.
 func (s *Session) shutdown() {
 	l := &s.loop
-	for _, t := range []*clockTimer{&l.endpoint, &l.silence, &l.maxDur, &l.sttWait} {
+	for _, t := range append([]*clockTimer{&l.endpoint, &l.silence, &l.maxDur, &l.sttWait, &l.dtmfWait}, l.vm.timers()...) {
 		t.stop()
 	}
 	close(s.quit)
@@ -697,6 +753,12 @@ func (s *Session) onSilence() {
 func (s *Session) onInput(in input) {
 	l := &s.loop
 	res := in.res
+	if in.tone != toneNone {
+		s.vmTone(in.tone)
+		if l.ending {
+			return
+		}
+	}
 	switch in.onset {
 	case onsetBegin:
 		s.pauseAtOnset(in)
@@ -719,8 +781,10 @@ func (s *Session) onInput(in input) {
 		seg := &speechSeg{start: res.SpeechStartedAt, end: -1, startAt: at.Add(res.SpeechStartedAt - off)}
 		s.addSeg(seg)
 		l.silence.stop()
+		s.vmSpeech(true)
 		if l.reply != nil {
-			if !s.th.Enabled {
+			if !s.th.Enabled || l.vm.phase == vmLeaving {
+				// With barge-in off, or a machine recording the agent's message.
 				seg.kind = segIgnored
 				return
 			}
@@ -747,6 +811,7 @@ func (s *Session) onInput(in input) {
 		if seg == nil {
 			return
 		}
+		s.vmSpeech(false)
 		seg.end = res.SpeechEndedAt
 		seg.endAt = in.at.Add(res.SpeechEndedAt - res.Offset)
 		switch seg.kind {
@@ -777,7 +842,7 @@ func (s *Session) onInput(in input) {
 // from this pause, a fizzle lifts it.
 func (s *Session) pauseAtOnset(in input) {
 	l := &s.loop
-	if s.th.OnsetFrames == 0 || l.reply == nil || l.cand != nil || l.onset.on {
+	if s.th.OnsetFrames == 0 || l.reply == nil || l.cand != nil || l.onset.on || l.vm.phase == vmLeaving {
 		return
 	}
 	l.onset = onsetPause{on: true, at: s.clock.Now(), frameAt: in.at, frameOff: in.res.Offset}
@@ -836,6 +901,10 @@ func (s *Session) joinTurn(seg *speechSeg) {
 	seg.turn = t
 	t.segs = append(t.segs, seg)
 	t.speaking = seg.end < 0
+	s.vmTurnStarted(t)
+	if l.user != t {
+		return // a machine's greeting (voicemail detection took it)
+	}
 	if !t.speaking {
 		t.speechEndedAt = seg.endAt
 		s.scheduleEndpoint()
@@ -846,7 +915,7 @@ func (s *Session) joinTurn(seg *speechSeg) {
 // input side reports speech onsets.
 func (s *Session) setReply(r *reply) {
 	s.loop.reply = r
-	s.onsetWatch.Store(r != nil && s.th.OnsetFrames > 0)
+	s.onsetWatch.Store(r != nil && s.th.OnsetFrames > 0 && s.loop.vm.phase != vmLeaving)
 }
 
 // setCand sets (or clears) the speech over the agent being judged.
@@ -962,6 +1031,9 @@ func (s *Session) scheduleEndpoint() {
 		c = classify(text)
 	}
 	t.delay = endpointDelay(c, s.lo, s.hi)
+	if s.loop.vm.phase == vmListening {
+		t.delay = max(t.delay, voicemailAfterGreeting)
+	}
 	wait := t.speechEndedAt.Add(t.delay).Sub(s.clock.Now())
 	if wait <= 0 {
 		l.endpoint.stop()
@@ -982,6 +1054,7 @@ func (s *Session) turnText(t *userTurn, interim bool) string {
 			parts = append(parts, seg.interim)
 		}
 	}
+	parts = append(parts, t.keys...)
 	return strings.TrimSpace(strings.Join(parts, " "))
 }
 
@@ -1006,6 +1079,10 @@ func (s *Session) decideTurn() {
 	}
 	t.decided = true
 	t.decidedAt = s.clock.Now()
+	if l.vm.phase == vmListening {
+		// The utterance ended before it grew into a long greeting.
+		l.vm.long.stop()
+	}
 	if transcribed(t) {
 		s.answer(t)
 		return
@@ -1028,6 +1105,9 @@ func (s *Session) answer(t *userTurn) {
 	l.user = nil
 	l.sttWait.stop()
 	text := s.turnText(t, false)
+	if l.vm.phase != vmOff && s.vmTurn(t, text) {
+		return
+	}
 	if text == "" {
 		// A cough, a door: nothing to answer.
 		s.armSilence()
@@ -1125,6 +1205,10 @@ func (s *Session) onTranscript(ev stt.Event) {
 // afterTranscript reacts to new words on seg.
 func (s *Session) afterTranscript(seg *speechSeg, now time.Time) {
 	l := &s.loop
+	s.vmTranscript(seg)
+	if l.ending {
+		return
+	}
 	switch seg.kind {
 	case segTurn:
 		t := seg.turn
@@ -1259,6 +1343,8 @@ func (s *Session) onNote(n note) {
 		s.emit(n.tool)
 	case noteAction:
 		r.action = n.action
+	case noteDTMF:
+		s.emit(&SendDTMF{Digits: n.text, Turn: r.turn})
 	case noteGenDone:
 		r.genDone = true
 		if n.err != nil {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/parleyhq/parley/accounts"
 	"github.com/parleyhq/parley/agents"
+	"github.com/parleyhq/parley/billing"
 	"github.com/parleyhq/parley/calls"
 	"github.com/parleyhq/parley/httpapi"
 	"github.com/parleyhq/parley/httpapi/ratelimit"
@@ -29,6 +30,8 @@ import (
 	"github.com/parleyhq/parley/internal/lkserver"
 	"github.com/parleyhq/parley/internal/safehttp"
 	"github.com/parleyhq/parley/knowledge"
+	"github.com/parleyhq/parley/telephony"
+	"github.com/parleyhq/parley/telephony/carrier"
 	"github.com/parleyhq/parley/voice"
 	"github.com/parleyhq/parley/voice/livekit"
 	"github.com/parleyhq/parley/voice/livekit/dispatch"
@@ -55,7 +58,9 @@ type app struct {
 	agents   *agents.Service
 	know     *knowledge.Service
 	calls    *calls.Service
-	voice    *dispatch.Worker // nil without LiveKit or in an API-only process
+	tel      *telephony.Service // nil without LiveKit
+	twilio   *calls.Twilio      // nil without Twilio credentials or in a worker-only process
+	voice    *dispatch.Worker   // nil without LiveKit or in an API-only process
 	jobs     *jobs.Client
 	api      *httpapi.Server
 	stopOnce sync.Once
@@ -147,28 +152,86 @@ func newApp(ctx context.Context, cfg appConfig, r role, log *slog.Logger) (*app,
 	if a.calls, err = calls.New(a.pool, calls.Config{Rooms: rooms, Logger: log}); err != nil {
 		return nil, err
 	}
+	workers := river.NewWorkers()
+
+	// Provider base URLs and tool URLs are user-configured: the guarded client. The
+	// adapters bound each stage themselves (first token, first byte, stalls); the
+	// overall bound only has to exceed the longest honest exchange, a model's answer
+	// streamed to the end, which 2 minutes does. The engine serves voice sessions
+	// (workers: LiveKit rooms; the API: Twilio media streams) and post-call analysis.
+	vcfg := cfg.SafeHTTP
+	vcfg.Timeout = 2 * time.Minute
+	vguard, err := safehttp.New(vcfg)
+	if err != nil {
+		return nil, err
+	}
+	metrics, err := voice.NewMetrics(a.registry)
+	if err != nil {
+		return nil, err
+	}
+	engine := &calls.Engine{Agents: a.agents, Knowledge: a.know, Defaults: cfg.Voice.Providers,
+		HTTPClient: vguard.HTTPClient(), Metrics: metrics, Logger: log}
+	// Every process registers every job kind (River refuses to insert an unknown one),
+	// and finishing a call enqueues its analysis.
+	analyzer, err := calls.NewAnalyzer(a.calls, engine, calls.AnalysisConfig{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	analyzer.AddWorkers(workers)
+
+	publicURL := cfg.HTTP.PublicURL
+	{
+		hc := cfg.HTTP
+		hc.Defaults()
+		publicURL = hc.PublicURL
+	}
+	recs, err := newRecordings(ctx, cfg.Recordings, a.calls, publicURL, log)
+	if err != nil {
+		return nil, err
+	}
+	bill, err := billing.New(a.pool, billing.Config{Enforce: cfg.BillingEnforce})
+	if err != nil {
+		return nil, err
+	}
+	voiceURL := ""
+	if cfg.Phone.TwilioAccountSID != "" {
+		voiceURL = publicURL + "/inbound_call"
+	}
+	carriers, err := carrier.New(carrier.Config{
+		Telnyx: carrier.TelnyxConfig{APIKey: cfg.Phone.TelnyxAPIKey, ConnectionID: cfg.Phone.TelnyxConnectionID},
+		Twilio: carrier.TwilioConfig{AccountSID: cfg.Phone.TwilioAccountSID, AuthToken: cfg.Phone.TwilioAuthToken, VoiceURL: voiceURL},
+	})
+	if err != nil {
+		return nil, err
+	}
+	var sip *calls.SIP
+	if cfg.LiveKit.URL != "" {
+		if a.tel, err = telephony.New(a.pool, telephony.Config{
+			LiveKitURL: cfg.LiveKit.URL, APIKey: cfg.LiveKit.APIKey, APISecret: cfg.LiveKit.APISecret,
+			AgentName: cfg.Voice.AgentName, Carriers: carriers, AddressChecker: guard, Logger: log,
+		}, box); err != nil {
+			return nil, err
+		}
+		if a.twilio, err = newTwilio(cfg, a.calls, engine, a.tel, recs, publicURL, log); err != nil {
+			return nil, err
+		}
+		var phone calls.PhoneDialer
+		if a.twilio != nil {
+			phone = a.twilio
+		}
+		if sip, err = calls.NewSIP(a.calls, calls.SIPConfig{
+			LiveKit: calls.LiveKitConfig{URL: cfg.LiveKit.URL, APIKey: cfg.LiveKit.APIKey, APISecret: cfg.LiveKit.APISecret,
+				AgentName: cfg.Voice.AgentName},
+			RingingTimeout: cfg.Phone.RingingTimeout, Lines: a.tel, Phone: phone, Logger: log,
+		}); err != nil {
+			return nil, err
+		}
+		sip.AddWorkers(workers)
+		a.calls.SetOutbound(calls.OutboundDeps{Lines: a.tel, Wallet: bill, Agents: a.agents})
+	}
 	if r.Workers && cfg.LiveKit.URL != "" {
-		// Provider base URLs and tool URLs are user-configured: the guarded client. The
-		// adapters bound each stage themselves (first token, first byte, stalls); the
-		// overall bound only has to exceed the longest honest exchange, a model's answer
-		// streamed to the end, which 2 minutes does.
-		vcfg := cfg.SafeHTTP
-		vcfg.Timeout = 2 * time.Minute
-		vguard, err := safehttp.New(vcfg)
-		if err != nil {
-			return nil, err
-		}
-		metrics, err := voice.NewMetrics(a.registry)
-		if err != nil {
-			return nil, err
-		}
 		livekit.SetSDKLogger(slog.New(warnOnly{log.Handler()}).With("component", "livekit"))
-		runner := &calls.Runner{
-			Calls: a.calls,
-			Engine: &calls.Engine{Agents: a.agents, Knowledge: a.know, Defaults: cfg.Voice.Providers,
-				HTTPClient: vguard.HTTPClient(), Metrics: metrics, Logger: log},
-			Logger: log,
-		}
+		runner := &calls.Runner{Calls: a.calls, Engine: engine, Lines: a.tel, SIP: sip, Recordings: recs, Logger: log}
 		a.voice, err = dispatch.New(dispatch.Config{
 			URL: cfg.LiveKit.URL, APIKey: cfg.LiveKit.APIKey, APISecret: cfg.LiveKit.APISecret,
 			AgentName: cfg.Voice.AgentName, Version: version,
@@ -191,8 +254,7 @@ func newApp(ctx context.Context, cfg appConfig, r role, log *slog.Logger) (*app,
 		)
 	}
 
-	workers := river.NewWorkers()
-	river.AddWorker(workers, &maintenanceWorker{accounts: a.accounts, calls: a.calls, pool: a.pool, log: log})
+	river.AddWorker(workers, &maintenanceWorker{accounts: a.accounts, calls: a.calls, recordings: recs, pool: a.pool, log: log})
 	a.know.AddWorkers(workers)
 	periodic := []*river.PeriodicJob{
 		river.NewPeriodicJob(river.PeriodicInterval(10*time.Minute),
@@ -205,6 +267,7 @@ func newApp(ctx context.Context, cfg appConfig, r role, log *slog.Logger) (*app,
 		return nil, err
 	}
 	a.know.SetJobs(a.jobs.Client)
+	a.calls.SetJobs(a.jobs.Client)
 
 	if r.API {
 		limiter, err := ratelimit.New(ratelimit.Config{}, store)
@@ -224,6 +287,7 @@ func newApp(ctx context.Context, cfg appConfig, r role, log *slog.Logger) (*app,
 		}
 		a.api, err = httpapi.New(cfg.HTTP, httpapi.Deps{
 			Logger: log, Registry: a.registry, Accounts: a.accounts, Agents: a.agents, Knowledge: a.know, Calls: a.calls,
+			Telephony: a.tel, Twilio: a.twilio, Recordings: recs,
 			Limiter: limiter, Ready: ready, Version: version,
 		})
 		if err != nil {
@@ -242,6 +306,14 @@ func (a *app) Run(ctx context.Context, onReady func(addr string)) error {
 	}
 	if err := a.jobs.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("jobs: %w", err)
+	}
+	if a.tel != nil && a.api != nil {
+		// LiveKit SIP keeps trunks and dispatch rules in Redis, which may have been
+		// emptied (always, with `parley dev`'s managed Redis) or may hold leftovers of a
+		// crash: bring it in line with the database.
+		if err := a.tel.Reconcile(ctx); err != nil {
+			a.log.Warn("telephony: could not reconcile LiveKit SIP trunks and rules", "err", err)
+		}
 	}
 	// Knowledge bases built by an older local embedder are re-embedded in the background.
 	if _, err := a.know.UpgradeLocalEmbedders(ctx); err != nil {
@@ -270,6 +342,11 @@ func (a *app) Run(ctx context.Context, onReady func(addr string)) error {
 		err = a.api.ListenAndServe(ctx, onReady)
 		if errors.Is(err, context.Canceled) {
 			err = nil
+		}
+		if a.twilio != nil {
+			// Media streams are hijacked websockets, which the HTTP server's shutdown
+			// does not wait for: end them (api_ended) and finish their records.
+			a.twilio.Stop()
 		}
 	}
 	a.drain()

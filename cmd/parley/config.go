@@ -18,16 +18,20 @@ import (
 
 // appConfig is every component's config, read from the environment in one place.
 type appConfig struct {
-	DB        db.Config
-	HTTP      httpapi.Config
-	Accounts  accounts.Config
-	SafeHTTP  safehttp.Config
-	Jobs      jobs.Config
-	Knowledge knowledge.Config
-	SecretKey string // PARLEY_SECRET_KEY: AES-256 key for secrets at rest
-	RedisURL  string
-	LiveKit   liveKitConfig
-	Voice     voiceConfig
+	DB         db.Config
+	HTTP       httpapi.Config
+	Accounts   accounts.Config
+	SafeHTTP   safehttp.Config
+	Jobs       jobs.Config
+	Knowledge  knowledge.Config
+	SecretKey  string // PARLEY_SECRET_KEY: AES-256 key for secrets at rest
+	RedisURL   string
+	LiveKit    liveKitConfig
+	Voice      voiceConfig
+	Phone      phoneConfig
+	Recordings recordingsConfig
+	// BillingEnforce refuses outbound calls to tenants whose wallet is empty.
+	BillingEnforce bool
 	// WorkerMetricsAddr is where `parley worker` serves /metrics and /healthz; the API
 	// serves its own.
 	WorkerMetricsAddr string
@@ -47,6 +51,14 @@ type voiceConfig struct {
 	MaxLoad      float64
 	DrainTimeout time.Duration
 	Providers    calls.ProviderDefaults
+}
+
+// phoneConfig is what phone calls need beyond LiveKit: the carriers' accounts.
+type phoneConfig struct {
+	TwilioAccountSID, TwilioAuthToken string
+	TelnyxAPIKey, TelnyxConnectionID  string
+	// RingingTimeout is how long an outbound call rings before it is no_answer.
+	RingingTimeout time.Duration
 }
 
 // loadConfig reads every setting. dev switches the defaults that suit a local sandbox
@@ -117,6 +129,14 @@ func loadConfig(env *config.Env, dev bool) (appConfig, error) {
 		ElevenLabsAPIKey: env.String("PARLEY_ELEVENLABS_API_KEY", "", "ElevenLabs key for agents whose TTS provider is elevenlabs and that have no key of their own"),
 		EspeakFallback:   env.Bool("PARLEY_TTS_ESPEAK_FALLBACK", true, "put espeak-ng behind hosted voices, so a failing voice is heard as a robotic one rather than silence"),
 	}
+
+	c.Phone.TwilioAccountSID = env.String("PARLEY_TWILIO_ACCOUNT_SID", "", "Twilio account SID: Twilio numbers (inbound webhook, outbound calls) and buying numbers from Twilio")
+	c.Phone.TwilioAuthToken = env.String("PARLEY_TWILIO_AUTH_TOKEN", "", "Twilio auth token (checks X-Twilio-Signature and signs Twilio REST requests)")
+	c.Phone.TelnyxAPIKey = env.String("PARLEY_TELNYX_API_KEY", "", "Telnyx API key, for buying numbers from Telnyx")
+	c.Phone.TelnyxConnectionID = env.String("PARLEY_TELNYX_CONNECTION_ID", "", "Telnyx SIP connection new Telnyx numbers are attached to")
+	c.Phone.RingingTimeout = env.Duration("PARLEY_SIP_RINGING_TIMEOUT", 30*time.Second, "how long an outbound call rings before it counts as not answered (no_answer)")
+	c.Recordings = loadRecordingsConfig(env)
+	c.BillingEnforce = env.Bool("PARLEY_BILLING_ENFORCE", false, "refuse outbound calls (402, INSUFFICIENT_BALANCE) to tenants whose wallet balance is zero or less")
 
 	c.WorkerMetricsAddr = env.String("PARLEY_WORKER_METRICS_ADDR", ":9091", "listen address of `parley worker`'s /metrics (Prometheus) and /healthz; empty disables it")
 

@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/parleyhq/parley/internal/db"
 	"github.com/parleyhq/parley/internal/lkserver"
 	"github.com/parleyhq/parley/internal/pgcluster"
+	"github.com/parleyhq/parley/internal/sipbridge"
 )
 
 // devSecrets are generated on first start and kept in the data directory, so that
@@ -63,6 +65,7 @@ func runDev(ctx context.Context, args []string) error {
 	setDefault("PARLEY_JWT_SECRET", secrets.JWTSecret)
 	setDefault("PARLEY_SECRET_KEY", secrets.SecretKey)
 	setDefault("PARLEY_ADDR", "127.0.0.1:8080")
+	setDefault("PARLEY_RECORDINGS_DIR", filepath.Join(dir, "recordings"))
 	if *addr != "" {
 		os.Setenv("PARLEY_ADDR", *addr)
 	}
@@ -85,14 +88,41 @@ func runDev(ctx context.Context, args []string) error {
 		return err
 	}
 
+	sipAddr := ""
 	if cfg.LiveKit.URL == "" {
 		if bin, err := lkserver.FindBinary(); err == nil {
-			lk, err := lkserver.Start(ctx, lkserver.Config{Binary: bin, WorkDir: filepath.Join(dir, "livekit")})
+			// With Redis and livekit-sip installed, the sandbox takes phone calls too: the
+			// bridge and the server meet in a managed Redis.
+			var redisAddr string
+			sipBin, sipErr := sipbridge.FindBinary()
+			if _, err := sipbridge.FindRedis(); err != nil {
+				sipErr = err
+			}
+			if sipErr == nil {
+				rd, err := sipbridge.StartRedis(ctx, filepath.Join(dir, "redis"))
+				if err != nil {
+					return fmt.Errorf("managed redis: %w", err)
+				}
+				defer rd.Stop()
+				redisAddr = rd.Addr()
+			} else {
+				log.Warn("LiveKit SIP bridge or Redis not installed; phone calls are unavailable (run scripts/setup)", "err", sipErr)
+			}
+			lk, err := lkserver.Start(ctx, lkserver.Config{Binary: bin, WorkDir: filepath.Join(dir, "livekit"), RedisAddr: redisAddr})
 			if err != nil {
 				return fmt.Errorf("managed livekit-server: %w", err)
 			}
 			defer lk.Stop()
 			cfg.LiveKit = liveKitConfig{URL: lk.URL(), APIKey: lkserver.DevKey, APISecret: lkserver.DevSecret}
+			if redisAddr != "" {
+				br, err := sipbridge.Start(ctx, sipbridge.Config{Binary: sipBin, WorkDir: filepath.Join(dir, "sip"),
+					RedisAddr: redisAddr, LiveKitURL: lk.URL(), SIPPort: devSIPPort(env)})
+				if err != nil {
+					return fmt.Errorf("managed LiveKit SIP bridge: %w", err)
+				}
+				defer br.Stop()
+				sipAddr = br.SIPAddr()
+			}
 		} else {
 			log.Warn("livekit-server not installed; voice calls are unavailable (run scripts/setup)")
 		}
@@ -119,6 +149,9 @@ func runDev(ctx context.Context, args []string) error {
 			fmt.Printf("  LiveKit    %s (key %s)\n", cfg.LiveKit.URL, cfg.LiveKit.APIKey)
 			fmt.Printf("  Test call  %s/call (talk to an agent in the browser)\n", url)
 		}
+		if sipAddr != "" {
+			fmt.Printf("  SIP        sip:<number>@%s (UDP and TCP; bind a number to an agent, then call it: README \"Phone calls\")\n", sipAddr)
+		}
 		fmt.Printf("  Data       %s\n", dir)
 		if created {
 			fmt.Printf("\n  First start: an admin account was created.\n    email     %s\n    password  %s\n", email, password)
@@ -132,6 +165,29 @@ func runDev(ctx context.Context, args []string) error {
 // runDevVars reads the variables only `parley dev` uses and returns the data directory.
 func runDevVars(env *config.Env) string {
 	return env.String("PARLEY_DATA_DIR", ".parley", "`parley dev` data directory (database, secrets, logs)")
+}
+
+// devSIPPort is the managed SIP bridge's port: PARLEY_DEV_SIP_PORT when set, else 5060
+// (SIP's own, what softphones assume) when it is free on loopback for UDP and TCP, else
+// 0 (a free port, printed in the banner): a second sandbox, or a PBX on the same machine,
+// must not stop `parley dev` from starting.
+func devSIPPort(env *config.Env) int {
+	port := env.Int("PARLEY_DEV_SIP_PORT", 5060, "`parley dev` SIP bridge port on 127.0.0.1 (UDP and TCP; default 5060, or a free one when 5060 is taken)")
+	if os.Getenv("PARLEY_DEV_SIP_PORT") != "" {
+		return port
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	u, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return 0
+	}
+	u.Close()
+	t, err := net.Listen("tcp", addr)
+	if err != nil {
+		return 0
+	}
+	t.Close()
+	return port
 }
 
 func setDefault(name, value string) {

@@ -28,10 +28,11 @@ func (maintenanceArgs) InsertOpts() river.InsertOpts {
 
 type maintenanceWorker struct {
 	river.WorkerDefaults[maintenanceArgs]
-	accounts *accounts.Service
-	calls    *calls.Service
-	pool     *pgxpool.Pool
-	log      *slog.Logger
+	accounts   *accounts.Service
+	calls      *calls.Service
+	recordings *calls.Recordings
+	pool       *pgxpool.Pool
+	log        *slog.Logger
 }
 
 func (w *maintenanceWorker) Work(ctx context.Context, job *river.Job[maintenanceArgs]) error {
@@ -55,6 +56,19 @@ func (w *maintenanceWorker) Work(ctx context.Context, job *river.Job[maintenance
 	if err != nil {
 		w.log.Warn("maintenance: orphaned calls", "err", err)
 	}
-	w.log.Debug("maintenance", "expired_sessions", sessions, "rate_limit_windows", windows, "stale_calls", stale, "orphaned_calls", orphans)
+	keys, err := w.calls.DeleteExpiredIdempotencyKeys(ctx)
+	if err != nil {
+		w.log.Warn("maintenance: idempotency keys", "err", err)
+	}
+	// Half-written recordings of calls whose worker died; a live call's file is
+	// younger than its maximum duration (4 h at most), so 6 h never removes one.
+	temps := 0
+	if w.recordings != nil {
+		if temps, err = w.recordings.SweepTemp(6 * time.Hour); err != nil {
+			w.log.Warn("maintenance: recording temp files", "err", err)
+		}
+	}
+	w.log.Debug("maintenance", "expired_sessions", sessions, "rate_limit_windows", windows, "stale_calls", stale,
+		"orphaned_calls", orphans, "idempotency_keys", keys, "recording_temp_files", temps)
 	return nil
 }

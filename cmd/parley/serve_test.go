@@ -31,6 +31,7 @@ func TestServeAndWorkerAgainstExternalDatabase(t *testing.T) {
 		"PARLEY_SECRET_KEY=" + strings.Repeat("ab", 32),
 		"PARLEY_ADDR=127.0.0.1:0",
 		"PARLEY_WORKER_METRICS_ADDR=127.0.0.1:0",
+		"PARLEY_RECORDINGS_DIR=" + t.TempDir(),
 	}
 	run := func(args ...string) (string, error) {
 		cmd := exec.Command(bin, args...)

@@ -107,6 +107,7 @@ func TestTwoVoiceWorkers(t *testing.T) {
 		"PARLEY_SECRET_KEY=" + strings.Repeat("ab", 32),
 		"PARLEY_ADDR=127.0.0.1:0",
 		"PARLEY_WORKER_METRICS_ADDR=127.0.0.1:0",
+		"PARLEY_RECORDINGS_DIR=" + t.TempDir(),
 		"PARLEY_LIVEKIT_URL=" + lk.URL(),
 		"PARLEY_LIVEKIT_API_KEY=" + lkserver.DevKey,
 		"PARLEY_LIVEKIT_API_SECRET=" + lkserver.DevSecret,

@@ -46,7 +46,7 @@ import (
 // Version is the livekit-sip release scripts/setup installs.
 const Version = "v1.8.0"
 
-// RTPPorts is the number of UDP ports given to a bridge for media: each call holds one
+// RTPPorts is the default number of UDP ports given to a bridge for media: each call holds one
 // while it lasts and for up to 30 s after (livekit-sip drains a closed call's port so a
 // new call cannot inherit stale media), so a small range serves dev and tests.
 const RTPPorts = 32
@@ -250,6 +250,12 @@ type Config struct {
 	// to lkserver's dev pair.
 	LiveKitURL        string
 	APIKey, APISecret string
+	// SIPPort is the SIP port (UDP and TCP) on ListenIP; 0 picks a free one. `parley dev`
+	// uses a fixed port so a softphone's settings survive restarts.
+	SIPPort int
+	// RTPPorts is the size of the media port range; 0 means RTPPorts (32). Each call
+	// holds a port, so a load test of many concurrent calls needs a wider range.
+	RTPPorts int
 }
 
 func (c *Config) validate() error {
@@ -265,6 +271,12 @@ func (c *Config) validate() error {
 	if c.APIKey == "" && c.APISecret == "" {
 		c.APIKey, c.APISecret = lkserver.DevKey, lkserver.DevSecret
 	}
+	if c.RTPPorts < 0 || c.RTPPorts > 5000 {
+		return fmt.Errorf("sipbridge: RTPPorts %d is outside [0, 5000]", c.RTPPorts)
+	}
+	if c.RTPPorts == 0 {
+		c.RTPPorts = RTPPorts
+	}
 	return nil
 }
 
@@ -277,8 +289,8 @@ type Bridge struct {
 	p          *process
 }
 
-// Start launches livekit-sip with SIP on a free loopback port (UDP and TCP), a small free
-// RTP port range, and waits until it is ready (see Ready).
+// Start launches livekit-sip with SIP on a free loopback port (UDP and TCP), a free RTP
+// port range (Config.RTPPorts wide), and waits until it is ready (see Ready).
 func Start(ctx context.Context, cfg Config) (*Bridge, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -293,23 +305,31 @@ func Start(ctx context.Context, cfg Config) (*Bridge, error) {
 	if err := os.MkdirAll(cfg.WorkDir, 0o755); err != nil {
 		return nil, err
 	}
-	sipPort, err := freeUDPTCPPort()
-	if err != nil {
-		return nil, err
+	sipPort := cfg.SIPPort
+	if sipPort == 0 {
+		p, err := freeUDPTCPPort()
+		if err != nil {
+			return nil, err
+		}
+		sipPort = p
 	}
 	healthPort, err := pgcluster.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	rtpStart, err := freeUDPRange(RTPPorts)
+	rtpStart, err := freeUDPRange(cfg.RTPPorts)
 	if err != nil {
 		return nil, err
 	}
-	b := &Bridge{redis: cfg.RedisAddr, sipPort: sipPort, healthPort: healthPort, rtp: [2]int{rtpStart, rtpStart + RTPPorts - 1}}
+	b := &Bridge{redis: cfg.RedisAddr, sipPort: sipPort, healthPort: healthPort, rtp: [2]int{rtpStart, rtpStart + cfg.RTPPorts - 1}}
 	// listen_ip keeps SIP on loopback; nat_1_to_1_ip makes the bridge announce 127.0.0.1
 	// in Contact and SDP instead of the first non-loopback interface, which a caller on
 	// loopback could not reach. media_timeout_initial is left at its default (30 s): a
-	// call's first RTP may come late on a loaded machine.
+	// call's first RTP may come late on a loaded machine. max_cpu_utilization 1 turns
+	// off the bridge's load shedding: by default it refuses outbound calls ("cpu
+	// exhausted") while the machine's CPU is over 90% busy, which on a developer's
+	// laptop, or a test machine running the whole suite, is routine and says nothing
+	// about the bridge.
 	conf := fmt.Sprintf(`api_key: %s
 api_secret: %s
 ws_url: %s
@@ -322,6 +342,7 @@ rtp_port:
   start: %d
   end: %d
 health_port: %d
+max_cpu_utilization: 1
 logging:
   level: warn
 `, cfg.APIKey, cfg.APISecret, cfg.LiveKitURL, cfg.RedisAddr, sipPort, b.rtp[0], b.rtp[1], healthPort)

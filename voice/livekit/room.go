@@ -15,6 +15,13 @@
 //     has no queue of its own, so the agent's voice stops at the next 20 ms frame.
 //   - Transcripts go to the room as LiveKit text streams on the lk.transcription topic,
 //     the convention LiveKit's client components render as live captions.
+//   - DTMF: LiveKit SIP turns the phone's key presses (RFC 4733 events, or in-band
+//     tones) into SipDTMF data packets, one per key; those from the caller go to
+//     Session.DTMF. The other way, a SendDTMF event from the engine is published as a
+//     SipDTMF packet to the caller, which LiveKit SIP plays on the line as RFC 4733
+//     events (or tones, if the phone negotiated no telephone-event). Run offers the
+//     model send_dtmf (Session.SetDTMFOut) when the caller is a SIP participant: a
+//     browser has no keypad to send to.
 //   - The call ends when the caller leaves, the room closes or the agent is removed
 //     (POST /v1/calls/{id}/end deletes the room), or the session ends itself (end_call,
 //     silence, maximum duration); Run reports which.
@@ -139,10 +146,19 @@ type Room struct {
 	heardOnce sync.Once
 	stats     Stats
 	captions  *captions
+
+	// dtmfQ carries SendDTMF digits to sendDTMF, off the engine's control goroutine;
+	// dtmfMu guards it against a send after Close.
+	dtmfMu     sync.Mutex
+	dtmfQ      chan string
+	dtmfClosed bool
+	dtmfDone   chan struct{}
 }
 
 // Stats counts what happened in the room.
 type Stats struct {
+	DTMFIn       atomic.Int64 // caller key presses handed to the session
+	DTMFOut      atomic.Int64 // SipDTMF packets published (one per SendDTMF)
 	Reconnects   atomic.Int64
 	InputFrames  atomic.Int64 // caller audio chunks handed to the session
 	SilenceFeeds atomic.Int64 // 20 ms frames of silence filled in for missing caller audio
@@ -203,6 +219,11 @@ func Join(ctx context.Context, cfg Config) (*Room, error) {
 	cb.OnLocalTrackSubscribed = func(pub *lksdk.LocalTrackPublication, lp *lksdk.LocalParticipant) {
 		r.heardOnce.Do(func() { close(r.heard) })
 	}
+	cb.OnDataPacket = func(data lksdk.DataPacket, params lksdk.DataReceiveParams) {
+		if d, ok := data.(*livekit.SipDTMF); ok {
+			r.dtmfIn(d, params.SenderIdentity)
+		}
+	}
 	cb.OnDisconnectedWithReason = func(reason lksdk.DisconnectionReason) {
 		r.post(roomEvent{kind: evDisconnected, reason: reason})
 	}
@@ -250,7 +271,72 @@ func Join(ctx context.Context, cfg Config) (*Room, error) {
 	}
 	r.trackSID = pub.SID()
 	r.room = room
+	// sendDTMF: digits are few and LiveKit's reliable data channel keeps them in order;
+	// 16 pending SendDTMF events is more than a model makes in a turn.
+	r.dtmfQ, r.dtmfDone = make(chan string, 16), make(chan struct{})
+	go r.sendDTMF()
 	return r, nil
+}
+
+// rfc4733Keys maps an RFC 4733 event code (SipDTMF.Code) to its key.
+const rfc4733Keys = "0123456789*#ABCD"
+
+// dtmfIn hands a key press from the caller to the session. LiveKit SIP sends one
+// packet per key, with both the key and its RFC 4733 code; the code is the fallback
+// for a sender that sets only it.
+func (r *Room) dtmfIn(d *livekit.SipDTMF, sender string) {
+	r.mu.Lock()
+	s, caller := r.session, r.caller
+	r.mu.Unlock()
+	if s == nil || caller == nil || caller.Identity() != sender {
+		return // only the caller's keys; never our own or a supervisor's
+	}
+	digits := d.GetDigit()
+	if digits == "" && d.GetCode() < uint32(len(rfc4733Keys)) {
+		digits = string(rfc4733Keys[d.GetCode()])
+	}
+	if digits == "" {
+		return
+	}
+	r.stats.DTMFIn.Add(1)
+	s.DTMF(digits)
+}
+
+// queueDTMF hands digits of a SendDTMF event to sendDTMF; it never blocks the
+// engine's control goroutine.
+func (r *Room) queueDTMF(digits string) {
+	r.dtmfMu.Lock()
+	defer r.dtmfMu.Unlock()
+	if r.dtmfClosed {
+		return
+	}
+	select {
+	case r.dtmfQ <- digits:
+	default:
+		r.log.Warn("livekit: DTMF dropped: too many pending", "digits", digits)
+	}
+}
+
+// sendDTMF publishes the agent's key presses to the caller as SipDTMF packets, which
+// LiveKit SIP sends on the line (RFC 4733).
+func (r *Room) sendDTMF() {
+	defer close(r.dtmfDone)
+	for digits := range r.dtmfQ {
+		r.mu.Lock()
+		caller := r.caller
+		r.mu.Unlock()
+		if caller == nil {
+			continue
+		}
+		err := r.room.LocalParticipant.PublishDataPacket(&livekit.SipDTMF{Digit: digits},
+			lksdk.WithDataPublishReliable(true),
+			lksdk.WithDataPublishDestination([]string{caller.Identity()}))
+		if err != nil {
+			r.log.Warn("livekit: send DTMF", "digits", digits, "err", err)
+			continue
+		}
+		r.stats.DTMFOut.Add(1)
+	}
 }
 
 // post hands an SDK callback to Run's loop. Callbacks come from the SDK's goroutines
@@ -364,6 +450,12 @@ func (r *Room) Run(ctx context.Context, s *voice.Session) (res Result, err error
 					if r.cfg.OnCaller != nil {
 						if err := r.cfg.OnCaller(res.Caller, res.CallerKind); err != nil {
 							return res, err
+						}
+					}
+					if res.CallerKind == "sip" {
+						// A phone line: the agent can press keys on it.
+						if err := s.SetDTMFOut(true); err != nil {
+							r.log.Warn("livekit: enable send_dtmf", "err", err)
 						}
 					}
 					// The caller can hear us and we can hear them: start talking.
@@ -516,9 +608,11 @@ func (in *input) fill(now time.Time) {
 	}
 }
 
-// Events wraps next (may be nil) with the room's captions: every final transcript, and
-// the caller's interim ones, go to the room as text streams.
+// Events wraps next (may be nil) with the room's side of the engine's events: every
+// final transcript, and the caller's interim ones, go to the room as text streams
+// (unless DisableCaptions), and SendDTMF events go to the caller as SipDTMF packets.
 func (r *Room) Events(next voice.EventSink) voice.EventSink {
+	next = &dtmfOut{r: r, next: next}
 	if r.cfg.DisableCaptions {
 		return next
 	}
@@ -528,6 +622,21 @@ func (r *Room) Events(next voice.EventSink) voice.EventSink {
 	r.mu.Unlock()
 	go c.run()
 	return c
+}
+
+// dtmfOut sends SendDTMF events to the caller and passes every event on.
+type dtmfOut struct {
+	r    *Room
+	next voice.EventSink
+}
+
+func (d *dtmfOut) HandleEvent(e voice.Event) {
+	if k, ok := e.(*voice.SendDTMF); ok {
+		d.r.queueDTMF(k.Digits)
+	}
+	if d.next != nil {
+		d.next.HandleEvent(e)
+	}
 }
 
 type caption struct {
@@ -612,6 +721,11 @@ func (r *Room) Close() {
 			c.close()
 		}
 		r.detachInput()
+		r.dtmfMu.Lock()
+		r.dtmfClosed = true
+		close(r.dtmfQ)
+		r.dtmfMu.Unlock()
+		<-r.dtmfDone
 		r.room.Disconnect()
 		r.track.Close()
 	})

@@ -40,6 +40,12 @@ say "Wait, stop. I have a different question about my bill." interrupt.wav en-us
 # A backchannel over the agent: long enough for the VAD's onset (200 ms), far shorter
 # than the default barge-in threshold (700 ms).
 say "Yeah." yeah.wav en-us+m3
+# Voicemail detection (voicemail_test.go): an answering machine's greeting, about 7 s
+# in three sentences, and a person picking up with a short "Hello?".
+say "Hi, you have reached Alex Morgan. I am not available to take your call right now. Please leave a message after the tone." greeting.wav en-us+f3
+say "Hello?" pickup.wav en-us+m3
+# A short greeting, under the long-greeting threshold (4 s), with no beep after it.
+say "Sorry I missed your call. Leave a message." shortgreeting.wav en-us+f3
 # A cough: 350 ms of band-limited noise (20 ms attack, 120 ms decay) at -20 dBFS, loud
 # and broadband enough for the VAD's onset, far shorter than a barge-in.
 "${SOX[@]}" -n -r "$RATE" -c 1 -b 16 "$tmp/cough0.wav" synth 0.35 pinknoise sinc 200-3000 fade t 0.02 0.35 0.12

@@ -19,7 +19,10 @@
 //   - Barge-in: the engine calls Flush when the caller talks over the agent; the stream
 //     drops what it has not sent yet and sends "clear", which makes Twilio discard its
 //     buffer (and echo the marks in it at once).
-//   - DTMF digits go to Config.OnDTMF.
+//   - DTMF digits go to the session (Session.DTMF, which gives them to the model) and
+//     to Config.OnDTMF. The other way is closed: a Media Stream cannot send DTMF (Twilio
+//     has no such message; keys would need the REST API's <Play digits>, which ends
+//     the stream), so the engine's DTMFOut stays false and the model gets no send_dtmf.
 //   - The call ends on "stop" (the caller hung up, or the call was redirected), when
 //     the socket closes, or when the session ends itself; Run reports which and closes
 //     the socket.
@@ -56,8 +59,9 @@ type Config struct {
 	// the socket opens. Twilio sends both at once; a few seconds means the peer is not
 	// Twilio. Default 10 s.
 	StartTimeout time.Duration
-	// OnDTMF, if set, receives each key the caller presses ("0"-"9", "*", "#"). It is
-	// called from the stream's reading goroutine and must return quickly.
+	// OnDTMF, if set, also receives each key the caller presses ("0"-"9", "*", "#"),
+	// after the session has (Session.DTMF). It is called from the stream's reading
+	// goroutine and must return quickly.
 	OnDTMF func(digit string)
 	// DrainTimeout bounds the wait, when the session ends itself (end_call, silence,
 	// transfer), for Twilio to confirm it has played the agent's last words before the
@@ -451,6 +455,7 @@ func (s *Stream) read(in *input) readerEvent {
 				return readerEvent{err: protoErr("dtmf message without a digit")}
 			}
 			s.stats.DTMF.Add(1)
+			in.sess.DTMF(m.DTMF.Digit)
 			if s.cfg.OnDTMF != nil {
 				s.cfg.OnDTMF(m.DTMF.Digit)
 			}
@@ -712,11 +717,12 @@ func (o *output) run() {
 // voice.ClockedInput).
 type input struct {
 	c     *voice.ClockedInput
+	sess  *voice.Session
 	stats *Stats
 }
 
 func newInput(s *voice.Session, stats *Stats) *input {
-	return &input{c: voice.NewClockedInput(s, Rate), stats: stats}
+	return &input{c: voice.NewClockedInput(s, Rate), sess: s, stats: stats}
 }
 
 func (in *input) write(pcm []int16) error { return in.c.Write(pcm) }

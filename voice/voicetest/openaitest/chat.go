@@ -51,6 +51,11 @@ type ChatRequest struct {
 	// MaxTokens is max_tokens or max_completion_tokens, whichever was sent.
 	MaxTokens int
 	Stream    bool
+	// ResponseFormat is the response_format object as sent (e.g. {"type":
+	// "json_schema", "json_schema": {...}}), or nil when the request sent none. The
+	// server records it but answers the scripted reply whatever it asks for, as many
+	// OpenAI-compatible servers do.
+	ResponseFormat json.RawMessage
 }
 
 // Message is one message of a ChatRequest.
@@ -151,14 +156,18 @@ type wireChat struct {
 	StreamOptions *struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`
-	Temperature         *float64 `json:"temperature"`
-	MaxTokens           int      `json:"max_tokens"`
-	MaxCompletionTokens int      `json:"max_completion_tokens"`
+	Temperature         *float64        `json:"temperature"`
+	MaxTokens           int             `json:"max_tokens"`
+	MaxCompletionTokens int             `json:"max_completion_tokens"`
+	ResponseFormat      json.RawMessage `json:"response_format"`
 }
 
 func (wc *wireChat) request() (ChatRequest, error) {
 	req := ChatRequest{Model: wc.Model, Temperature: wc.Temperature, Stream: wc.Stream,
 		MaxTokens: max(wc.MaxTokens, wc.MaxCompletionTokens)}
+	if len(wc.ResponseFormat) > 0 && string(wc.ResponseFormat) != "null" {
+		req.ResponseFormat = wc.ResponseFormat
+	}
 	for i, m := range wc.Messages {
 		text, err := contentText(m.Content)
 		if err != nil {

@@ -244,3 +244,34 @@ func TestChatFailures(t *testing.T) {
 		}
 	})
 }
+
+// TestChatRecordsResponseFormat: a non-streamed request's response_format is kept as
+// sent (structured-output callers check what they asked for); the scripted reply
+// comes back whole whatever it asks for, and a request without one records none.
+func TestChatRecordsResponseFormat(t *testing.T) {
+	t.Parallel()
+	srv := New(t, Config{Replies: []Reply{{Text: `{"ok":true}`}}})
+	format := `{"type":"json_schema","json_schema":{"name":"x","strict":true,"schema":{"type":"object"}}}`
+	post := func(body string) string {
+		t.Helper()
+		resp, err := srv.Client().Post(srv.URL+"/chat/completions", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d: %s", resp.StatusCode, b)
+		}
+		return string(b)
+	}
+	got := post(`{"model":"m","messages":[{"role":"user","content":"hi"}],"response_format":` + format + `}`)
+	if !strings.Contains(got, `"content":"{\"ok\":true}"`) {
+		t.Errorf("answer = %s", got)
+	}
+	post(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
+	chats := srv.Chats()
+	if string(chats[0].Request.ResponseFormat) != format || chats[1].Request.ResponseFormat != nil {
+		t.Errorf("response formats recorded: %s, %s", chats[0].Request.ResponseFormat, chats[1].Request.ResponseFormat)
+	}
+}

@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS phone_numbers;
+DROP TABLE IF EXISTS sip_trunks;
