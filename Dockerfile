@@ -12,8 +12,12 @@ RUN CGO_ENABLED=1 go build -tags nolibopusfile -ldflags "-X main.version=${VERSI
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libopus0 libsoxr0 espeak-ng \
-    && rm -rf /var/lib/apt/lists/* && useradd --system --uid 10001 parley
+    && rm -rf /var/lib/apt/lists/* && useradd --system --uid 10001 parley \
+    && mkdir -p /data/recordings && chown -R parley /data
 COPY --from=build /out/parley /usr/local/bin/parley
+# Call recordings: a volume shared by the API (which serves them) and the workers (which
+# write them); the directory exists owned by parley so a new volume inherits that.
+ENV PARLEY_RECORDINGS_DIR=/data/recordings
 USER parley
 EXPOSE 8080
 ENTRYPOINT ["parley"]
