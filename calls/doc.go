@@ -1,14 +1,21 @@
 // Package calls owns call records: a call's lifecycle (the state machine below), its
 // live and final transcript, its per-turn latency figures, the browser (web) calls that
 // start in a LiveKit room, and the LiveKit rooms adapter that creates those rooms,
-// dispatches the Parley agent into them and mints the caller's access token.
+// dispatches the Parley agent into them and mints the caller's access token. It also
+// owns phone calls: inbound SIP calls (the runner creates their record from the SIP
+// participant, sip.go), outbound calls (the API's CreateOutbound inserts the record and
+// the call_dial job in one transaction, outbound.go; the job dials through LiveKit SIP
+// or Twilio, sip.go and twilio.go), transfers, Twilio Media Streams calls (twilio.go),
+// recordings (recording.go, stored through recstore) and post-call analysis
+// (analysis.go).
 //
 // # Lifecycle
 //
 // A call is created registered, and moves forward only:
 //
-//	registered ──Begin──▶ in_progress ──Finish──▶ completed | failed
+//	registered ──Begin──▶ in_progress ──Finish──▶ completed | voicemail | failed
 //	registered ──Fail / End──▶ failed          (the agent never started)
+//	registered ──dial──▶ ringing ──SIP outcome──▶ busy | no_answer | failed
 //
 // (ringing, from outbound dialing, counts as not started yet, like registered.) Every
 // transition is one conditional UPDATE … WHERE call_status IN (…), so two processes
