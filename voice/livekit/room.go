@@ -616,7 +616,7 @@ func (r *Room) Events(next voice.EventSink) voice.EventSink {
 	if r.cfg.DisableCaptions {
 		return next
 	}
-	c := &captions{r: r, next: next, queue: make(chan caption, 256)}
+	c := &captions{r: r, next: next, queue: make(chan caption, 256), done: make(chan struct{})}
 	r.mu.Lock()
 	r.captions = c
 	r.mu.Unlock()
@@ -658,7 +658,23 @@ type captions struct {
 	// transcript while the room is closing.
 	mu     sync.Mutex
 	closed bool
+	// done is closed when run has sent (or given up on) the last caption.
+	done chan struct{}
 }
+
+// Caption sending is bounded in time: a text stream's chunks wait for the data channel
+// to drain, and a caption still being written when the room disconnects would wait for
+// ever (the SDK's writer loops on the closed channel's buffer while holding the lock
+// its own close needs). So each caption is written synchronously, and Close lets the
+// last ones finish before it disconnects.
+const (
+	// captionSendTimeout: a caption is a few hundred bytes; on a live connection it
+	// leaves in milliseconds. Past a second the data channel is stalled, and a caption
+	// is not worth holding the conversation's goroutine.
+	captionSendTimeout = time.Second
+	// captionDrainTimeout bounds how long Close waits for queued captions.
+	captionDrainTimeout = 2 * time.Second
+)
 
 func (c *captions) HandleEvent(e voice.Event) {
 	if t, ok := e.(*voice.Transcript); ok && !t.Backchannel && t.Text != "" {
@@ -697,6 +713,7 @@ func (c *captions) close() {
 }
 
 func (c *captions) run() {
+	defer close(c.done)
 	lp := c.r.room.LocalParticipant
 	for cp := range c.queue {
 		attrs := map[string]string{
@@ -707,7 +724,21 @@ func (c *captions) run() {
 		if cp.speaker == voice.SpeakerAgent {
 			attrs["lk.transcribed_track_id"] = c.r.trackSID
 		}
-		lp.SendText(cp.text, lksdk.StreamTextOptions{Topic: CaptionTopic, Attributes: attrs})
+		// SendText's steps, with a wait: one stream per caption, closed once its text
+		// is written.
+		w := lp.StreamText(lksdk.StreamTextOptions{Topic: CaptionTopic, Attributes: attrs, TotalSize: uint64(len(cp.text))})
+		sent := make(chan struct{})
+		onDone := func() {
+			w.Close()
+			close(sent)
+		}
+		w.Write(cp.text, &onDone)
+		t := time.NewTimer(captionSendTimeout)
+		select {
+		case <-sent:
+		case <-t.C:
+		}
+		t.Stop()
 	}
 }
 
@@ -719,6 +750,12 @@ func (r *Room) Close() {
 		r.mu.Unlock()
 		if c != nil {
 			c.close()
+			t := time.NewTimer(captionDrainTimeout)
+			select {
+			case <-c.done:
+			case <-t.C:
+			}
+			t.Stop()
 		}
 		r.detachInput()
 		r.dtmfMu.Lock()
