@@ -249,31 +249,9 @@ func (s *Service) insertOutbound(ctx context.Context, c Call, metaJSON []byte, k
 			return c, found, err
 		}
 	}
-	// One statement: the agent check and the insert cannot be split by a concurrent
-	// delete or deactivation, and the agent's name is snapshot as it is now.
-	var status, name, inserted *string
-	err = tx.QueryRow(ctx, `
-		WITH a AS (SELECT id, name, status FROM agents WHERE tenant_id = $1 AND id = $3),
-		ins AS (
-			INSERT INTO calls (id, tenant_id, agent_id, agent_name, direction, call_status,
-				from_number, to_number, room_name, metadata, created_at, updated_at)
-			SELECT $2, $1, a.id, a.name, 'outbound', 'registered', $4, $5, $6, $7, $8, $8
-			FROM a WHERE a.status = 'active'
-			RETURNING id
-		)
-		SELECT (SELECT status FROM a), (SELECT name FROM a), (SELECT id FROM ins)`,
-		c.TenantID, c.CallID, c.AgentID, c.FromNumber, c.ToNumber, c.RoomName, metaJSON, c.CreatedAt).
-		Scan(&status, &name, &inserted)
-	if err != nil {
-		return Call{}, false, fmt.Errorf("calls: outbound: insert: %w", err)
+	if c.AgentName, err = insertCall(ctx, tx, c, metaJSON, "outbound: insert"); err != nil {
+		return Call{}, false, err
 	}
-	switch {
-	case status == nil:
-		return Call{}, false, ErrAgentNotFound
-	case inserted == nil:
-		return Call{}, false, ErrAgentInactive
-	}
-	c.AgentName = *name
 	if temporary != "" {
 		if _, err := tx.Exec(ctx, `UPDATE agents SET temporary = true WHERE tenant_id = $1 AND id = $2`, c.TenantID, temporary); err != nil {
 			return Call{}, false, fmt.Errorf("calls: outbound: mark temporary agent: %w", err)

@@ -14,17 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"log/slog"
-
 	libopus "gopkg.in/hraban/opus.v2"
 
-	"github.com/parleyhq/parley/agents"
 	"github.com/parleyhq/parley/calls/recstore"
-	"github.com/parleyhq/parley/internal/crypt"
-	"github.com/parleyhq/parley/internal/lkserver"
-	"github.com/parleyhq/parley/internal/safehttp"
 	"github.com/parleyhq/parley/voice/audio"
-	"github.com/parleyhq/parley/voice/livekit/dispatch"
 	"github.com/parleyhq/parley/voice/livekit/lktest"
 	"github.com/parleyhq/parley/voice/voicetest/openaitest"
 )
@@ -718,49 +711,13 @@ func TestSweepTemp(t *testing.T) {
 // dispatch.Worker on the real livekit-server running calls with a Runner that records.
 func recordingRunnerEnv(t *testing.T, srv *openaitest.Server, format string) (*runnerEnv, *Recordings) {
 	t.Helper()
-	lkSrv := liveKit(t)
-	name := fmt.Sprintf("parley-rec-test-%d", time.Now().UnixNano())
-	rooms := newLiveKit(t, func(c *LiveKitConfig) { c.AgentName = name })
-	e := newEnv(t, func(c *Config) { c.Rooms = rooms })
-	box, err := crypt.New(crypt.GenerateKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	guard, err := safehttp.New(safehttp.Config{AllowPrivate: true, Timeout: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ag, err := agents.New(e.pool, agents.Config{}, box, guard, guard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.DiscardHandler)
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	}
-	recs, _ := newRecordings(t, e, format)
-	runner := &Runner{
-		Calls:      e.svc,
-		Engine:     &Engine{Agents: ag, HTTPClient: guard.HTTPClient(), Logger: log},
-		CallerWait: 15 * time.Second,
-		Recordings: recs,
-		Logger:     log,
-	}
-	w, err := dispatch.New(dispatch.Config{
-		URL: lkSrv.URL(), APIKey: lkserver.DevKey, APISecret: lkserver.DevSecret,
-		AgentName: name, Load: func() float64 { return 0 }, Logger: log,
-	}, runner.HandleJob)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		w.Stop()
-		guard.CloseIdleConnections()
+	var recs *Recordings
+	e := startRunnerEnv(t, srv, "parley-rec-test", func(e *env, r *Runner) {
+		recs, _ = newRecordings(t, e, format)
+		r.CallerWait = 15 * time.Second
+		r.Recordings = recs
 	})
-	return &runnerEnv{env: e, agents: ag, srv: srv, lk: lkSrv, worker: w}, recs
+	return e, recs
 }
 
 // TestRunnerRecording records a real call: a caller joins a LiveKit room through

@@ -30,10 +30,30 @@ type runnerEnv struct {
 
 func newRunnerEnv(t *testing.T, srv *openaitest.Server, callerWait time.Duration) *runnerEnv {
 	t.Helper()
+	return startRunnerEnv(t, srv, "parley-test", func(_ *env, r *Runner) { r.CallerWait = callerWait })
+}
+
+// startRunnerEnv starts a runnerEnv whose agent name begins with prefix; mod completes
+// the Runner before the worker starts.
+func startRunnerEnv(t *testing.T, srv *openaitest.Server, prefix string, mod func(*env, *Runner)) *runnerEnv {
+	t.Helper()
 	lkSrv := liveKit(t)
-	name := fmt.Sprintf("parley-test-%d", time.Now().UnixNano())
+	name := fmt.Sprintf("%s-%d", prefix, time.Now().UnixNano())
 	rooms := newLiveKit(t, func(c *LiveKitConfig) { c.AgentName = name })
 	e := newEnv(t, func(c *Config) { c.Rooms = rooms })
+	ag, engine, log := workerParts(t, e)
+	runner := &Runner{Calls: e.svc, Engine: engine, Logger: log}
+	mod(e, runner)
+	w := startWorker(t, lkSrv.URL(), name, runner)
+	return &runnerEnv{env: e, agents: ag, srv: srv, lk: lkSrv, worker: w}
+}
+
+// workerParts makes what a worker's Runner on e needs: the agents service, an Engine
+// whose HTTP client may reach the scripted server on loopback, and the log (text on
+// stderr under -v, else nothing). The client's idle connections close when the test
+// ends.
+func workerParts(t *testing.T, e *env) (*agents.Service, *Engine, *slog.Logger) {
+	t.Helper()
 	box, err := crypt.New(crypt.GenerateKey())
 	if err != nil {
 		t.Fatal(err)
@@ -42,6 +62,7 @@ func newRunnerEnv(t *testing.T, srv *openaitest.Server, callerWait time.Duration
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(guard.CloseIdleConnections)
 	ag, err := agents.New(e.pool, agents.Config{}, box, guard, guard)
 	if err != nil {
 		t.Fatal(err)
@@ -50,15 +71,16 @@ func newRunnerEnv(t *testing.T, srv *openaitest.Server, callerWait time.Duration
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
-	runner := &Runner{
-		Calls:      e.svc,
-		Engine:     &Engine{Agents: ag, HTTPClient: guard.HTTPClient(), Logger: log},
-		CallerWait: callerWait,
-		Logger:     log,
-	}
+	return ag, &Engine{Agents: ag, HTTPClient: guard.HTTPClient(), Logger: log}, log
+}
+
+// startWorker registers a dispatch worker for the agent name with the livekit-server
+// at url, running its calls with runner; it stops when the test ends.
+func startWorker(t *testing.T, url, name string, runner *Runner) *dispatch.Worker {
+	t.Helper()
 	w, err := dispatch.New(dispatch.Config{
-		URL: lkSrv.URL(), APIKey: lkserver.DevKey, APISecret: lkserver.DevSecret,
-		AgentName: name, Load: func() float64 { return 0 }, Logger: log,
+		URL: url, APIKey: lkserver.DevKey, APISecret: lkserver.DevSecret,
+		AgentName: name, Load: func() float64 { return 0 }, Logger: runner.Logger,
 	}, runner.HandleJob)
 	if err != nil {
 		t.Fatal(err)
@@ -66,11 +88,8 @@ func newRunnerEnv(t *testing.T, srv *openaitest.Server, callerWait time.Duration
 	if err := w.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		w.Stop()
-		guard.CloseIdleConnections()
-	})
-	return &runnerEnv{env: e, agents: ag, srv: srv, lk: lkSrv, worker: w}
+	t.Cleanup(w.Stop)
+	return w
 }
 
 // newAgent creates an agent whose three providers are the scripted server.

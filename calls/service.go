@@ -149,34 +149,48 @@ func (s *Service) CreateWeb(ctx context.Context, tenantID, agentID string, metad
 	json.Unmarshal(meta, &metadata)
 	id := ids.New("call")
 	now := s.now()
-	// One statement: the agent check and the insert cannot be split by a concurrent
-	// delete, and the agent's name is snapshot as it is at this moment.
-	var status, name, inserted *string
-	err = s.pool.QueryRow(ctx, `
-		WITH a AS (SELECT id, name, status FROM agents WHERE tenant_id = $1 AND id = $3),
-		ins AS (
-			INSERT INTO calls (id, tenant_id, agent_id, agent_name, direction, call_status, room_name, metadata, created_at, updated_at)
-			SELECT $2, $1, a.id, a.name, 'web', 'registered', $4, $5, $6, $6 FROM a WHERE a.status = 'active'
-			RETURNING id
-		)
-		SELECT (SELECT status FROM a), (SELECT name FROM a), (SELECT id FROM ins)`,
-		tenantID, id, agentID, RoomName(id), meta, now).Scan(&status, &name, &inserted)
-	if err != nil {
-		return Call{}, fmt.Errorf("calls: create web call: %w", err)
-	}
-	switch {
-	case status == nil:
-		return Call{}, ErrAgentNotFound
-	case inserted == nil:
-		return Call{}, ErrAgentInactive
-	}
-	return Call{
-		CallID: id, TenantID: tenantID, AgentID: agentID, AgentName: *name,
+	c := Call{
+		CallID: id, TenantID: tenantID, AgentID: agentID,
 		Direction: DirectionWeb, CallStatus: StatusRegistered,
 		TranscriptObject: []Turn{}, Latency: Latency{Turns: []LatencyTurn{}},
 		Extracted: map[string]any{}, RoomName: RoomName(id), Metadata: metadata,
 		CreatedAt: now, UpdatedAt: now,
-	}, nil
+	}
+	if c.AgentName, err = insertCall(ctx, s.pool, c, meta, "create web call"); err != nil {
+		return Call{}, err
+	}
+	return c, nil
+}
+
+// insertCall writes c, registered, with metaJSON as its metadata, in one statement with
+// the check of its agent: the check and the insert cannot be split by a concurrent
+// delete or deactivation, and the agent's name, which it returns, is snapshot as it is
+// at this moment. The agent must be the tenant's (ErrAgentNotFound otherwise) and active
+// (ErrAgentInactive). what names the operation in a database error.
+func insertCall(ctx context.Context, q querier, c Call, metaJSON []byte, what string) (string, error) {
+	var status, name, inserted *string
+	err := q.QueryRow(ctx, `
+		WITH a AS (SELECT id, name, status FROM agents WHERE tenant_id = $1 AND id = $3),
+		ins AS (
+			INSERT INTO calls (id, tenant_id, agent_id, agent_name, direction, call_status,
+				from_number, to_number, room_name, metadata, created_at, updated_at)
+			SELECT $2, $1, a.id, a.name, $4, 'registered', $5, $6, $7, $8, $9, $9
+			FROM a WHERE a.status = 'active'
+			RETURNING id
+		)
+		SELECT (SELECT status FROM a), (SELECT name FROM a), (SELECT id FROM ins)`,
+		c.TenantID, c.CallID, c.AgentID, c.Direction, c.FromNumber, c.ToNumber, c.RoomName, metaJSON, c.CreatedAt).
+		Scan(&status, &name, &inserted)
+	if err != nil {
+		return "", fmt.Errorf("calls: %s: %w", what, err)
+	}
+	switch {
+	case status == nil:
+		return "", ErrAgentNotFound
+	case inserted == nil:
+		return "", ErrAgentInactive
+	}
+	return *name, nil
 }
 
 // validateWeb checks a web call request and returns its metadata as JSON.

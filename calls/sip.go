@@ -89,34 +89,18 @@ func (s *Service) CreateInbound(ctx context.Context, in InboundCall) (Call, erro
 		return Call{}, errors.New("calls: inbound call needs a call ID, a tenant and an agent")
 	}
 	now := s.now()
-	var status, name, inserted *string
-	err := s.pool.QueryRow(ctx, `
-		WITH a AS (SELECT id, name, status FROM agents WHERE tenant_id = $1 AND id = $3),
-		ins AS (
-			INSERT INTO calls (id, tenant_id, agent_id, agent_name, direction, call_status,
-				from_number, to_number, room_name, metadata, created_at, updated_at)
-			SELECT $2, $1, a.id, a.name, 'inbound', 'registered', $4, $5, $6, '{}', $7, $7
-			FROM a WHERE a.status = 'active'
-			RETURNING id
-		)
-		SELECT (SELECT status FROM a), (SELECT name FROM a), (SELECT id FROM ins)`,
-		in.Route.TenantID, in.CallID, in.Route.AgentID, in.From, in.To, in.RoomName, now).Scan(&status, &name, &inserted)
-	if err != nil {
-		return Call{}, fmt.Errorf("calls: create inbound call: %w", err)
-	}
-	switch {
-	case status == nil:
-		return Call{}, ErrAgentNotFound
-	case inserted == nil:
-		return Call{}, ErrAgentInactive
-	}
-	return Call{
-		CallID: in.CallID, TenantID: in.Route.TenantID, AgentID: in.Route.AgentID, AgentName: *name,
+	c := Call{
+		CallID: in.CallID, TenantID: in.Route.TenantID, AgentID: in.Route.AgentID,
 		Direction: DirectionInbound, CallStatus: StatusRegistered, FromNumber: in.From, ToNumber: in.To,
 		TranscriptObject: []Turn{}, Latency: Latency{Turns: []LatencyTurn{}},
 		Extracted: map[string]any{}, RoomName: in.RoomName, Metadata: map[string]any{},
 		CreatedAt: now, UpdatedAt: now,
-	}, nil
+	}
+	var err error
+	if c.AgentName, err = insertCall(ctx, s.pool, c, []byte("{}"), "create inbound call"); err != nil {
+		return Call{}, err
+	}
+	return c, nil
 }
 
 // markRinging moves a registered outbound call to ringing, filling from_number with

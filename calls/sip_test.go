@@ -1,19 +1,15 @@
 package calls
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,72 +22,26 @@ import (
 	"github.com/parleyhq/parley/internal/ids"
 	"github.com/parleyhq/parley/internal/jobs"
 	"github.com/parleyhq/parley/internal/lkserver"
-	"github.com/parleyhq/parley/internal/pgcluster"
-	"github.com/parleyhq/parley/internal/safehttp"
 	"github.com/parleyhq/parley/internal/sipbridge"
+	"github.com/parleyhq/parley/internal/sipbridge/siptest"
 	"github.com/parleyhq/parley/telephony"
-	"github.com/parleyhq/parley/voice/audio"
 	"github.com/parleyhq/parley/voice/livekit/dispatch"
 	"github.com/parleyhq/parley/voice/voicetest/openaitest"
 )
 
 // sipStack is the package's one Redis + livekit-server + livekit-sip, started by the
 // first SIP test; stopSIPStack (from TestMain) takes it down.
-var sipStack struct {
-	once    sync.Once
-	stack   *sipbridge.Stack
-	dir     string
-	missing bool // a program is not installed
-	err     error
-}
+var sipStack siptest.SharedStack
 
 // sipPeers returns the shared stack, skipping the test when a program it needs is
 // missing (failing instead when CI=true).
 func sipPeers(t *testing.T) *sipbridge.Stack {
 	t.Helper()
-	sipStack.once.Do(func() {
-		var missing []string
-		if _, err := lkserver.FindBinary(); err != nil {
-			missing = append(missing, err.Error())
-		}
-		if _, err := sipbridge.FindBinary(); err != nil {
-			missing = append(missing, err.Error())
-		}
-		if _, err := sipbridge.FindRedis(); err != nil {
-			missing = append(missing, err.Error())
-		}
-		if _, err := exec.LookPath("sipp"); err != nil {
-			missing = append(missing, "sipp not found (run scripts/setup)")
-		}
-		if len(missing) > 0 {
-			sipStack.missing = true
-			sipStack.err = fmt.Errorf("%s", strings.Join(missing, "; "))
-			return
-		}
-		if sipStack.dir, sipStack.err = os.MkdirTemp("", "parley-calls-sip-"); sipStack.err != nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-		defer cancel()
-		sipStack.stack, sipStack.err = sipbridge.StartStack(ctx, sipStack.dir)
-	})
-	if sipStack.err != nil {
-		if os.Getenv("CI") == "" && sipStack.missing {
-			t.Skipf("no SIP stack: %v", sipStack.err)
-		}
-		t.Fatal(sipStack.err)
-	}
-	return sipStack.stack
+	siptest.RequireTools(t, true)
+	return sipStack.Get(t)
 }
 
-func stopSIPStack() {
-	if sipStack.stack != nil {
-		sipStack.stack.Stop()
-	}
-	if sipStack.dir != "" {
-		os.RemoveAll(sipStack.dir)
-	}
-}
+func stopSIPStack() { sipStack.Stop() }
 
 // testLines routes numbers as the telephony service would, from what the test set up
 // in LiveKit itself; or, once real is set, through the real telephony service.
@@ -154,22 +104,7 @@ func newSIPEnv(t *testing.T, srv *openaitest.Server, ringing time.Duration) *sip
 		t.Fatal(err)
 	}
 	e := newEnv(t, func(c *Config) { c.Rooms = rooms })
-	box, err := crypt.New(crypt.GenerateKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	guard, err := safehttp.New(safehttp.Config{AllowPrivate: true, Timeout: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ag, err := agents.New(e.pool, agents.Config{}, box, guard, guard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.DiscardHandler)
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	}
+	ag, engine, log := workerParts(t, e)
 	lines := &testLines{routes: map[string]telephony.Route{}}
 	sip, err := NewSIP(e.svc, SIPConfig{LiveKit: lkc, RingingTimeout: ringing, Lines: lines, Logger: log})
 	if err != nil {
@@ -177,22 +112,13 @@ func newSIPEnv(t *testing.T, srv *openaitest.Server, ringing time.Duration) *sip
 	}
 	runner := &Runner{
 		Calls:      e.svc,
-		Engine:     &Engine{Agents: ag, HTTPClient: guard.HTTPClient(), Logger: log},
+		Engine:     engine,
 		CallerWait: 20 * time.Second,
 		Lines:      lines,
 		SIP:        sip,
 		Logger:     log,
 	}
-	w, err := dispatch.New(dispatch.Config{
-		URL: stack.Server.URL(), APIKey: lkserver.DevKey, APISecret: lkserver.DevSecret,
-		AgentName: name, Load: func() float64 { return 0 }, Logger: log,
-	}, runner.HandleJob)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	w := startWorker(t, stack.Server.URL(), name, runner)
 	workers := river.NewWorkers()
 	sip.AddWorkers(workers)
 	jc, err := jobs.New(e.pool, jobs.Config{Work: true, MaxWorkers: 4}, workers, nil, log)
@@ -202,11 +128,7 @@ func newSIPEnv(t *testing.T, srv *openaitest.Server, ringing time.Duration) *sip
 	if err := jc.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		jc.Stop()
-		w.Stop()
-		guard.CloseIdleConnections()
-	})
+	t.Cleanup(jc.Stop)
 	return &sipEnv{env: e, agents: ag, srv: srv, stack: stack, sip: sip, lines: lines, agentName: name, jobs: jc, worker: w,
 		sc: lksdk.NewSIPClient(stack.Server.HTTPURL(), lkserver.DevKey, lkserver.DevSecret)}
 }
@@ -231,23 +153,9 @@ func (e *sipEnv) newAgent(t *testing.T, tenantID, greeting, extra string) string
 func (e *sipEnv) bindNumber(t *testing.T, number, tenantID, agentID string) {
 	t.Helper()
 	ctx := t.Context()
-	trunk, err := e.sc.CreateSIPInboundTrunk(ctx, &livekit.CreateSIPInboundTrunkRequest{Trunk: &livekit.SIPInboundTrunkInfo{
-		Name: "test " + number, Numbers: []string{number}, AllowedAddresses: []string{"127.0.0.1/32"},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	meta, _ := json.Marshal(DispatchMetadata{PhoneNumber: number})
-	rule, err := e.sc.CreateSIPDispatchRule(ctx, &livekit.CreateSIPDispatchRuleRequest{DispatchRule: &livekit.SIPDispatchRuleInfo{
-		Name: "test " + number, TrunkIds: []string{trunk.SipTrunkId},
-		Rule: &livekit.SIPDispatchRule{Rule: &livekit.SIPDispatchRule_DispatchRuleIndividual{
-			DispatchRuleIndividual: &livekit.SIPDispatchRuleIndividual{RoomPrefix: "call-"},
-		}},
-		RoomConfig: &livekit.RoomConfiguration{Agents: []*livekit.RoomAgentDispatch{{AgentName: e.agentName, Metadata: string(meta)}}},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	trunk, rule := siptest.RouteNumber(t, ctx, e.sc, "test "+number, number,
+		&livekit.RoomConfiguration{Agents: []*livekit.RoomAgentDispatch{{AgentName: e.agentName, Metadata: string(meta)}}})
 	t.Cleanup(func() {
 		ctx := context.Background()
 		e.sc.DeleteSIPDispatchRule(ctx, &livekit.DeleteSIPDispatchRuleRequest{SipDispatchRuleId: rule.SipDispatchRuleId})
@@ -293,119 +201,42 @@ func (e *sipEnv) outboundCall(t *testing.T, tenantID, agentID, to string, metada
 
 // rtpSink is the phone's media socket: it counts the RTP the bridge sends and how much
 // of it is speech.
-type rtpSink struct {
-	conn    *net.UDPConn
-	packets atomic.Int64
-	speech  atomic.Int64 // 20 ms packets louder than lktest's speech threshold
-	done    chan struct{}
-}
+type rtpSink struct{ *siptest.RTPSink }
 
 func newRTPSink(t *testing.T) *rtpSink {
 	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &rtpSink{conn: c, done: make(chan struct{})}
-	go s.run()
-	t.Cleanup(func() { c.Close(); <-s.done })
-	return s
+	return &rtpSink{siptest.NewRTPSink(t)}
 }
 
-func (s *rtpSink) port() int { return s.conn.LocalAddr().(*net.UDPAddr).Port }
-
-func (s *rtpSink) run() {
-	defer close(s.done)
-	buf := make([]byte, 2048)
-	var pcm []int16
-	for {
-		n, err := s.conn.Read(buf)
-		if err != nil {
-			return
-		}
-		// RTP: a 12-byte header (no CSRCs or extensions from the bridge), payload type
-		// 0 (PCMU) in the low 7 bits of the second byte.
-		if n <= 12 || buf[0]>>6 != 2 || buf[1]&0x7f != 0 {
-			continue
-		}
-		s.packets.Add(1)
-		pcm = audio.DecodeUlaw(pcm[:0], buf[12:n])
-		if audio.DBFS(pcm) > -45 {
-			s.speech.Add(1)
-		}
-	}
-}
+func (s *rtpSink) port() int { return s.Port() }
 
 // speechDuration is how much speech the phone heard.
-func (s *rtpSink) speechDuration() time.Duration {
-	return time.Duration(s.speech.Load()) * 20 * time.Millisecond
-}
+func (s *rtpSink) speechDuration() time.Duration { return s.Speech() }
 
 // sippRun is a sipp process.
 type sippRun struct {
-	cmd  *exec.Cmd
-	out  *bytes.Buffer
-	done chan error
+	*siptest.Sipp
 	port int
-	msgs string
 }
 
 // output is sipp's output and the tail of its SIP message trace.
-func (r *sippRun) output() string {
-	b, _ := os.ReadFile(r.msgs)
-	return tail(r.out.String()) + "\n--- SIP messages ---\n" + tail(string(b))
-}
+func (r *sippRun) output() string { return r.Output() }
 
 // startSipp runs sipp with scenario (in testdata) and args; it is killed when the test
 // ends.
 func startSipp(t *testing.T, ctx context.Context, scenario string, args ...string) *sippRun {
 	t.Helper()
-	port, err := pgcluster.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	// The SIP messages go to a file, shown when the test fails: sipp run with -nostdin
-	// prints nothing until it exits.
-	msgs := filepath.Join(t.TempDir(), "sipp-messages.log")
-	all := append([]string{"-sf", scenario, "-t", "u1", "-i", "127.0.0.1", "-p", strconv.Itoa(port), "-mi", "127.0.0.1",
-		"-nostdin", "-timeout", "120s", "-timeout_error", "-trace_msg", "-message_file", msgs}, args...)
-	cmd := exec.CommandContext(ctx, "sipp", all...)
-	cmd.Dir = "testdata"
-	out := &bytes.Buffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	r := &sippRun{cmd: cmd, out: out, done: make(chan error, 1), port: port, msgs: msgs}
-	go func() { r.done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cancel()
-		err := <-r.done
-		r.done <- err
-	})
-	return r
+	s := siptest.StartSipp(t, ctx, siptest.SippConfig{Dir: "testdata", Scenario: scenario, Timeout: 120 * time.Second, Args: args})
+	return &sippRun{Sipp: s, port: s.Port}
 }
 
 // wait waits for sipp to exit and returns its error.
 func (r *sippRun) wait(t *testing.T, ctx context.Context) error {
 	t.Helper()
-	select {
-	case err := <-r.done:
-		r.done <- err
-		return err
-	case <-ctx.Done():
-		t.Fatalf("sipp did not finish:\n%s", r.output())
-		return nil
-	}
+	return r.Wait(t, ctx)
 }
 
-func tail(s string) string {
-	if len(s) > 3000 {
-		return s[len(s)-3000:]
-	}
-	return s
-}
+func tail(s string) string { return siptest.Tail(s) }
 
 // waitCall polls the call until cond holds.
 func (e *sipEnv) waitCall(t *testing.T, ctx context.Context, tenantID, id, what string, cond func(Call) bool) Call {
@@ -489,9 +320,9 @@ func TestSIPInboundCall(t *testing.T) {
 	}
 	// The phone heard the agent: the greeting and the answer, well over a second of
 	// speech (silence or comfort noise alone would not add up to that).
-	t.Logf("the phone got %d RTP packets, %v of speech", sink.packets.Load(), sink.speechDuration())
+	t.Logf("the phone got %d RTP packets, %v of speech", sink.Packets(), sink.speechDuration())
 	if sink.speechDuration() < time.Second {
-		t.Errorf("the phone heard %v of speech in %d RTP packets", sink.speechDuration(), sink.packets.Load())
+		t.Errorf("the phone heard %v of speech in %d RTP packets", sink.speechDuration(), sink.Packets())
 	}
 }
 
@@ -567,7 +398,7 @@ func TestSIPOutboundAnswered(t *testing.T) {
 	if len(done.TranscriptObject) == 0 || done.TranscriptObject[0].Content != "Hello Ada, this is Parley." {
 		t.Errorf("transcript: %+v", done.TranscriptObject)
 	}
-	t.Logf("the callee got %d RTP packets, %v of speech", sink.packets.Load(), sink.speechDuration())
+	t.Logf("the callee got %d RTP packets, %v of speech", sink.Packets(), sink.speechDuration())
 	if sink.speechDuration() < 500*time.Millisecond {
 		t.Errorf("the callee heard %v of speech", sink.speechDuration())
 	}

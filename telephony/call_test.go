@@ -1,13 +1,8 @@
 package telephony_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,35 +11,9 @@ import (
 	lksdk "github.com/livekit/server-sdk-go/v2"
 
 	"github.com/parleyhq/parley/internal/lkserver"
-	"github.com/parleyhq/parley/internal/pgcluster"
+	"github.com/parleyhq/parley/internal/sipbridge/siptest"
 	"github.com/parleyhq/parley/telephony"
 )
-
-// sippCall places one call with sipp to number at the bridge, running scenario from dir,
-// and returns the command (started) and its combined output. The message trace goes to
-// <trace dir>/trace.log.
-func sippCall(t *testing.T, ctx context.Context, bridge, dir, scenario, called, caller, traceDir, timeout string) (*exec.Cmd, *bytes.Buffer) {
-	t.Helper()
-	port, err := pgcluster.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	scen, err := filepath.Abs(scenario)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, "sipp", "-sf", scen, "-s", called, "-key", "caller", caller,
-		"-m", "1", "-t", "u1", "-i", "127.0.0.1", "-p", strconv.Itoa(port), "-mi", "127.0.0.1",
-		"-nostdin", "-timeout", timeout, "-timeout_error",
-		"-trace_msg", "-message_file", filepath.Join(traceDir, "trace.log"), bridge)
-	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	return cmd, &out
-}
 
 // Calls to a trunk's numbers, through the real bridge. A call to a bound number rings
 // into a room call-* by the number's own rule, with Parley's agent dispatched carrying
@@ -76,31 +45,22 @@ func TestInboundCalls(t *testing.T) {
 
 	// call places a call from a fresh caller number to called with the scenario and
 	// waits until it rings in a room: it returns the room, the bridge's participant
-	// there and the room's agent dispatch, and a channel that yields sipp's exit.
+	// there and the room's agent dispatch, and sipp.
 	type ringing struct {
 		room     string
 		sip      *livekit.ParticipantInfo
 		dispatch *livekit.AgentDispatch
-		done     chan error
-		trace    string
+		sipp     *siptest.Sipp
 	}
+	// dir is sipp's directory, where the scenario and the audio it plays are.
 	call := func(t *testing.T, called, dir, scenario string) ringing {
 		caller := number()
-		r := ringing{done: make(chan error, 1), trace: filepath.Join(t.TempDir(), "trace.log")}
-		sctx, scancel := context.WithCancel(ctx)
-		cmd, out := sippCall(t, sctx, e.stack.Bridge.SIPAddr(), dir, scenario, called, caller, filepath.Dir(r.trace), "30s")
-		go func() { r.done <- cmd.Wait() }()
-		t.Cleanup(func() {
-			scancel()
-			err := <-r.done
-			r.done <- err
-		})
+		r := ringing{sipp: siptest.StartSipp(t, ctx, siptest.SippConfig{Dir: dir, Scenario: scenario, Timeout: 30 * time.Second,
+			Args: []string{"-s", called, "-key", "caller", caller, "-m", "1", e.stack.Bridge.SIPAddr()}})}
 		eventually(t, ctx, "the call's room", func() bool {
 			select {
-			case err := <-r.done:
-				r.done <- err
-				raw, _ := os.ReadFile(r.trace)
-				t.Fatalf("sipp ended before a room appeared (%v):\n%s\n%s", err, out, tail(string(raw)))
+			case <-r.sipp.Done():
+				t.Fatalf("sipp ended before a room appeared (%v):\n%s", r.sipp.Err(), r.sipp.Output())
 			default:
 			}
 			res, err := rooms.ListRooms(ctx, &livekit.ListRoomsRequest{})
@@ -159,18 +119,17 @@ func TestInboundCalls(t *testing.T) {
 		}
 		var err error
 		select {
-		case err = <-r.done:
-			r.done <- err
+		case <-r.sipp.Done():
+			err = r.sipp.Err()
 		case <-time.After(15 * time.Second):
 			err = errors.New("sipp still running 15 s after the room was deleted")
 		}
-		raw, _ := os.ReadFile(r.trace)
-		return string(raw), err
+		return r.sipp.Messages(), err
 	}
 
 	t.Run("unbound", func(t *testing.T) {
 		t.Parallel()
-		r := call(t, unbound, "testdata", "testdata/uac_invite.xml")
+		r := call(t, unbound, "testdata", "uac_invite.xml")
 		if got := r.sip.Attributes[livekit.AttrSIPDispatchRuleID]; got != tr.LiveKitDispatchRuleID {
 			t.Errorf("the call took rule %q, want the trunk's %s", got, tr.LiveKitDispatchRuleID)
 		}
@@ -186,8 +145,8 @@ func TestInboundCalls(t *testing.T) {
 
 	t.Run("bound", func(t *testing.T) {
 		t.Parallel()
-		sippDir, _ := filepath.Abs("../internal/sipbridge/testdata") // rtp_stream opens speech8k.ulaw from there
-		r := call(t, bound, sippDir, "../internal/sipbridge/testdata/uac_pcmu.xml")
+		// rtp_stream opens speech8k.ulaw from sipp's directory.
+		r := call(t, bound, "../internal/sipbridge/testdata", "uac_pcmu.xml")
 		if got := r.sip.Attributes[livekit.AttrSIPDispatchRuleID]; got != pBound.LiveKitDispatchRuleID {
 			t.Errorf("the call took rule %q, want the number's %s", got, pBound.LiveKitDispatchRuleID)
 		}
@@ -206,18 +165,7 @@ func TestInboundCalls(t *testing.T) {
 // eventually polls cond until it holds, failing the test when ctx ends.
 func eventually(t *testing.T, ctx context.Context, what string, cond func() bool) {
 	t.Helper()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	siptest.Eventually(t, ctx, what, cond)
 }
 
-func tail(s string) string {
-	if len(s) > 3000 {
-		return s[len(s)-3000:]
-	}
-	return s
-}
+func tail(s string) string { return siptest.Tail(s) }

@@ -8,11 +8,8 @@ import (
 	"math/big"
 	"net/http"
 	"os"
-	"os/exec"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	protoLogger "github.com/livekit/protocol/logger"
@@ -23,6 +20,7 @@ import (
 	"github.com/parleyhq/parley/internal/dbtest"
 	"github.com/parleyhq/parley/internal/lkserver"
 	"github.com/parleyhq/parley/internal/sipbridge"
+	"github.com/parleyhq/parley/internal/sipbridge/siptest"
 	"github.com/parleyhq/parley/telephony"
 	"github.com/parleyhq/parley/telephony/carrier"
 )
@@ -30,20 +28,12 @@ import (
 // One Redis + livekit-server + livekit-sip stack serves every test of the package
 // (starting one takes seconds); tests keep apart by using their own numbers and their
 // own AgentName, which prefixes the names of the LiveKit objects each service owns.
-var (
-	stackOnce sync.Once
-	stack     *sipbridge.Stack
-	stackErr  error
-	stackDir  string
-)
+var stack siptest.SharedStack
 
 func TestMain(m *testing.M) {
 	lksdk.SetLogger(protoLogger.GetDiscardLogger())
 	code := m.Run()
-	if stack != nil {
-		stack.Stop()
-		os.RemoveAll(stackDir)
-	}
+	stack.Stop()
 	dbtest.Shutdown()
 	// The SDK's API clients keep idle keep-alive connections in http.DefaultTransport.
 	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
@@ -59,47 +49,7 @@ func TestMain(m *testing.M) {
 // requireTools fails (under CI) or skips the test when a program it runs is missing.
 func requireTools(t *testing.T, sipp bool) {
 	t.Helper()
-	var missing []string
-	if _, err := lkserver.FindBinary(); err != nil {
-		missing = append(missing, err.Error())
-	}
-	if _, err := sipbridge.FindBinary(); err != nil {
-		missing = append(missing, err.Error())
-	}
-	if _, err := sipbridge.FindRedis(); err != nil {
-		missing = append(missing, err.Error())
-	}
-	if sipp {
-		if _, err := exec.LookPath("sipp"); err != nil {
-			missing = append(missing, "sipp not found (run scripts/setup)")
-		}
-	}
-	if len(missing) == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal(strings.Join(missing, "; "))
-	}
-	t.Skip(strings.Join(missing, "; "))
-}
-
-// sharedStack starts the package's stack on first use.
-func sharedStack(t *testing.T) *sipbridge.Stack {
-	t.Helper()
-	requireTools(t, false)
-	stackOnce.Do(func() {
-		stackDir, stackErr = os.MkdirTemp("", "parley-telephony-")
-		if stackErr != nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-		defer cancel()
-		stack, stackErr = sipbridge.StartStack(ctx, stackDir)
-	})
-	if stackErr != nil {
-		t.Fatal(stackErr)
-	}
-	return stack
+	siptest.RequireTools(t, sipp)
 }
 
 // env is a telephony service on a fresh database and the shared LiveKit.
@@ -114,7 +64,7 @@ type env struct {
 
 func newEnv(t *testing.T, carriers ...carrier.Carrier) *env {
 	t.Helper()
-	st := sharedStack(t)
+	st := stack.Get(t)
 	pool := dbtest.Pool(t)
 	box, err := crypt.New(crypt.GenerateKey())
 	if err != nil {

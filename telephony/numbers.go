@@ -215,19 +215,30 @@ func (s *Service) insertNumber(ctx context.Context, tx pgx.Tx, c *change, n *num
 	return s.pushNumber(ctx, tx, c, nil, n, trunks)
 }
 
+// lockNumber reads the tenant's number (by E.164 form or ID, see numberWhere) and
+// locks its row until tx ends: ErrNumberNotFound when the tenant has none. op names
+// the operation in a database error.
+func lockNumber(ctx context.Context, tx pgx.Tx, tenantID, key, op string) (*numberRow, error) {
+	where, arg := numberWhere(key)
+	n, err := scanNumber(tx.QueryRow(ctx, `SELECT `+numberCols+` FROM phone_numbers WHERE tenant_id = $1 AND `+where+` FOR UPDATE`,
+		tenantID, arg))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNumberNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("telephony: %s number %s: %w", op, key, err)
+	}
+	return n, nil
+}
+
 // changeNumber locks the tenant's number, lets edit change a copy of it, writes it and
 // brings LiveKit in line.
 func (s *Service) changeNumber(ctx context.Context, tenantID, key string, edit func(ctx context.Context, tx pgx.Tx, n *numberRow) error) (PhoneNumber, error) {
 	var out PhoneNumber
 	err := s.inTx(ctx, func(ctx context.Context, tx pgx.Tx, c *change) error {
-		where, arg := numberWhere(key)
-		before, err := scanNumber(tx.QueryRow(ctx, `SELECT `+numberCols+` FROM phone_numbers WHERE tenant_id = $1 AND `+where+` FOR UPDATE`,
-			tenantID, arg))
-		if errors.Is(err, pgx.ErrNoRows) {
-			return ErrNumberNotFound
-		}
+		before, err := lockNumber(ctx, tx, tenantID, key, "change")
 		if err != nil {
-			return fmt.Errorf("telephony: change number %s: %w", key, err)
+			return err
 		}
 		after := *before
 		if err := edit(ctx, tx, &after); err != nil {
@@ -320,14 +331,9 @@ func (s *Service) UpdateNumber(ctx context.Context, tenantID, key string, p Numb
 // releases again, which carriers answer as "already released".)
 func (s *Service) DeleteNumber(ctx context.Context, tenantID, key string) error {
 	return s.inTx(ctx, func(ctx context.Context, tx pgx.Tx, c *change) error {
-		where, arg := numberWhere(key)
-		before, err := scanNumber(tx.QueryRow(ctx, `SELECT `+numberCols+` FROM phone_numbers WHERE tenant_id = $1 AND `+where+` FOR UPDATE`,
-			tenantID, arg))
-		if errors.Is(err, pgx.ErrNoRows) {
-			return ErrNumberNotFound
-		}
+		before, err := lockNumber(ctx, tx, tenantID, key, "delete")
 		if err != nil {
-			return fmt.Errorf("telephony: delete number %s: %w", key, err)
+			return err
 		}
 		trunks, err := lockTrunks(ctx, tx, tenantID, before.trunkID)
 		if err != nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -12,12 +11,10 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/parleyhq/parley/internal/pgcluster"
-	"github.com/parleyhq/parley/voice/audio"
+	"github.com/parleyhq/parley/internal/sipbridge/siptest"
 	"github.com/parleyhq/parley/voice/voicetest/openaitest"
 )
 
@@ -105,13 +102,13 @@ func TestDevPhoneCall(t *testing.T) {
 
 	// The bound number: the phone speaks the question after the greeting and hangs up
 	// after the answer; its media socket counts the agent's speech.
-	sink := newPhoneSink(t)
+	sink := siptest.NewRTPSink(t)
 	began := time.Now()
-	if out, err := runSipp(ctx, t, sipAddr, "../../calls/testdata", "uac_call.xml", "+15550100", sink.port()); err != nil {
+	if out, err := runSipp(ctx, t, sipAddr, "../../calls/testdata", "uac_call.xml", "+15550100", sink.Port()); err != nil {
 		t.Fatalf("sipp call failed: %v\n%s", err, out)
 	}
 	held := time.Since(began)
-	if heard := sink.speech(); heard < time.Second {
+	if heard := sink.Speech(); heard < time.Second {
 		t.Errorf("the phone heard %s of speech from the agent, want the greeting and the answer", heard)
 	}
 
@@ -204,63 +201,11 @@ func devLogin(t *testing.T, p *devProc) string {
 // rtpport). It returns sipp's output and its exit error.
 func runSipp(ctx context.Context, t *testing.T, sipAddr, dir, scenario, called string, rtpPort int) (string, error) {
 	t.Helper()
-	port, err := pgcluster.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	args := []string{"-sf", scenario, "-s", called, "-key", "caller", "+15550123", "-m", "1", "-t", "u1",
-		"-i", "127.0.0.1", "-p", strconv.Itoa(port), "-mi", "127.0.0.1", "-nostdin", "-timeout", "90s", "-timeout_error"}
+	args := []string{"-s", called, "-key", "caller", "+15550123", "-m", "1"}
 	if rtpPort != 0 {
 		args = append(args, "-key", "rtpport", strconv.Itoa(rtpPort))
 	}
-	cmd := exec.CommandContext(ctx, "sipp", append(args, sipAddr)...)
-	cmd.Dir = dir
-	out, err := cmd.CombinedOutput()
-	if len(out) > 3000 {
-		out = out[len(out)-3000:]
-	}
-	return string(out), err
-}
-
-// phoneSink is the phone's media socket: it counts the 20 ms μ-law packets of speech
-// the bridge sends.
-type phoneSink struct {
-	conn    *net.UDPConn
-	packets atomic.Int64
-}
-
-func newPhoneSink(t *testing.T) *phoneSink {
-	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &phoneSink{conn: c}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 2048)
-		var pcm []int16
-		for {
-			n, err := c.Read(buf)
-			if err != nil {
-				return
-			}
-			// RTP version 2, payload type 0 (PCMU), a 12-byte header.
-			if n <= 12 || buf[0]>>6 != 2 || buf[1]&0x7f != 0 {
-				continue
-			}
-			if pcm = audio.DecodeUlaw(pcm[:0], buf[12:n]); audio.DBFS(pcm) > -45 {
-				s.packets.Add(1)
-			}
-		}
-	}()
-	t.Cleanup(func() { c.Close(); <-done })
-	return s
-}
-
-func (s *phoneSink) port() int { return s.conn.LocalAddr().(*net.UDPAddr).Port }
-
-func (s *phoneSink) speech() time.Duration {
-	return time.Duration(s.packets.Load()) * 20 * time.Millisecond
+	sipp := siptest.StartSipp(t, ctx, siptest.SippConfig{Dir: dir, Scenario: scenario, Args: append(args, sipAddr)})
+	err := sipp.Wait(t, ctx)
+	return sipp.Output(), err
 }

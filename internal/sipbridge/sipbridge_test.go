@@ -1,12 +1,10 @@
 package sipbridge_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,6 +18,7 @@ import (
 	"github.com/parleyhq/parley/internal/lkserver"
 	"github.com/parleyhq/parley/internal/pgcluster"
 	"github.com/parleyhq/parley/internal/sipbridge"
+	"github.com/parleyhq/parley/internal/sipbridge/siptest"
 	"github.com/parleyhq/parley/voice/livekit/lktest"
 )
 
@@ -39,53 +38,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// requireTools fails (under CI) or skips the test when a program it runs is missing.
-func requireTools(t *testing.T, sipp bool) {
-	t.Helper()
-	var missing []string
-	if _, err := lkserver.FindBinary(); err != nil {
-		missing = append(missing, err.Error())
-	}
-	if _, err := sipbridge.FindBinary(); err != nil {
-		missing = append(missing, err.Error())
-	}
-	if _, err := sipbridge.FindRedis(); err != nil {
-		missing = append(missing, err.Error())
-	}
-	if sipp {
-		if _, err := exec.LookPath("sipp"); err != nil {
-			missing = append(missing, "sipp not found (run scripts/setup)")
-		}
-	}
-	if len(missing) == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal(strings.Join(missing, "; "))
-	}
-	t.Skip(strings.Join(missing, "; "))
-}
-
-func startStack(t *testing.T) *sipbridge.Stack {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	begin := time.Now()
-	s, err := sipbridge.StartStack(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("stack ready in %v: redis %s, livekit %s, sip %s", time.Since(begin).Round(time.Millisecond),
-		s.Redis.Addr(), s.Server.URL(), s.Bridge.SIPAddr())
-	t.Cleanup(s.Stop)
-	return s
-}
-
 // The stack starts, each piece answers, and Stop (twice) takes every piece down.
 func TestStack(t *testing.T) {
 	t.Parallel()
-	requireTools(t, false)
-	s := startStack(t)
+	siptest.RequireTools(t, false)
+	s := siptest.StartStack(t)
 	ctx := context.Background()
 	if err := s.Redis.Ping(ctx); err != nil {
 		t.Fatal(err)
@@ -108,55 +65,26 @@ func TestStack(t *testing.T) {
 // once an agent publishes audio, forwards the caller's speech, and leaves on BYE.
 func TestInboundCall(t *testing.T) {
 	t.Parallel()
-	requireTools(t, true)
-	s := startStack(t)
+	siptest.RequireTools(t, true)
+	s := siptest.StartStack(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 
 	const called, caller = "+15550100", "+15550123"
 	sc := lksdk.NewSIPClient(s.Server.HTTPURL(), lkserver.DevKey, lkserver.DevSecret)
-	trunk, err := sc.CreateSIPInboundTrunk(ctx, &livekit.CreateSIPInboundTrunkRequest{Trunk: &livekit.SIPInboundTrunkInfo{
-		Name: "test", Numbers: []string{called}, AllowedAddresses: []string{"127.0.0.1/32"},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	// An individual rule: a new room per call, named call-<caller>_<random>.
-	if _, err := sc.CreateSIPDispatchRule(ctx, &livekit.CreateSIPDispatchRuleRequest{DispatchRule: &livekit.SIPDispatchRuleInfo{
-		Name: "test", TrunkIds: []string{trunk.SipTrunkId},
-		Rule: &livekit.SIPDispatchRule{Rule: &livekit.SIPDispatchRule_DispatchRuleIndividual{
-			DispatchRuleIndividual: &livekit.SIPDispatchRuleIndividual{RoomPrefix: "call-"},
-		}},
-	}}); err != nil {
-		t.Fatal(err)
-	}
+	trunk, _ := siptest.RouteNumber(t, ctx, sc, "test", called, nil)
 
-	sippPort, err := pgcluster.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sippOut bytes.Buffer
-	sipp := exec.CommandContext(ctx, "sipp", "-sf", "uac_pcmu.xml", "-s", called, "-key", "caller", caller,
-		"-m", "1", "-t", "u1", "-i", "127.0.0.1", "-p", strconv.Itoa(sippPort), "-mi", "127.0.0.1",
-		"-nostdin", "-timeout", "90s", "-timeout_error", s.Bridge.SIPAddr())
-	sipp.Dir = "testdata" // rtp_stream opens its file relative to here
-	sipp.Stdout, sipp.Stderr = &sippOut, &sippOut
 	dialed := time.Now()
-	if err := sipp.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sippDone := make(chan error, 1)
-	go func() { sippDone <- sipp.Wait() }()
-	defer func() {
-		// sipp is done by the end unless the test failed early; ctx's end kills it.
-		cancel()
-		<-sippDone
-	}()
+	sipp := siptest.StartSipp(t, ctx, siptest.SippConfig{
+		Dir:      "testdata", // rtp_stream opens its file relative to here
+		Scenario: "uac_pcmu.xml", Args: []string{"-s", called, "-key", "caller", caller, "-m", "1", s.Bridge.SIPAddr()},
+	})
 
 	// The call rings while the bridge waits for an agent: find its room.
 	rooms := lksdk.NewRoomServiceClient(s.Server.HTTPURL(), lkserver.DevKey, lkserver.DevSecret)
 	var room string
-	eventually(t, ctx, "the call's room", func() bool {
+	siptest.Eventually(t, ctx, "the call's room", func() bool {
 		res, err := rooms.ListRooms(ctx, &livekit.ListRoomsRequest{})
 		if err != nil {
 			return false
@@ -187,7 +115,7 @@ func TestInboundCall(t *testing.T) {
 		return nil
 	}
 	var p *livekit.ParticipantInfo
-	eventually(t, ctx, "the SIP participant", func() bool { p = sipParticipant(); return p != nil })
+	siptest.Eventually(t, ctx, "the SIP participant", func() bool { p = sipParticipant(); return p != nil })
 	if got := p.Attributes[livekit.AttrSIPPhoneNumber]; got != caller {
 		t.Errorf("%s = %q, want the caller %s", livekit.AttrSIPPhoneNumber, got, caller)
 	}
@@ -205,9 +133,8 @@ func TestInboundCall(t *testing.T) {
 	case <-ctx.Done():
 	}
 	select {
-	case err := <-sippDone:
-		sippDone <- err // for the deferred wait
-		t.Fatalf("sipp ended before an agent joined (%v):\n%s", err, tail(sippOut.String()))
+	case <-sipp.Done():
+		t.Fatalf("sipp ended before an agent joined (%v):\n%s", sipp.Err(), sipp.Output())
 	default:
 	}
 	if p = sipParticipant(); p == nil {
@@ -229,7 +156,7 @@ func TestInboundCall(t *testing.T) {
 	defer agent.Close()
 	joined := time.Now()
 
-	eventually(t, ctx, "the call to be active", func() bool {
+	siptest.Eventually(t, ctx, "the call to be active", func() bool {
 		p = sipParticipant()
 		return p != nil && p.Attributes[livekit.AttrSIPCallStatus] == "active"
 	})
@@ -247,19 +174,13 @@ func TestInboundCall(t *testing.T) {
 	heard, err := agent.WaitSpeech(hctx, joined)
 	hcancel()
 	if err != nil {
-		t.Fatalf("no speech from the caller: %v\nsipp:\n%s", err, tail(sippOut.String()))
+		t.Fatalf("no speech from the caller: %v\nsipp:\n%s", err, sipp.Output())
 	}
 	t.Logf("caller's speech heard %v after the agent joined", heard.Sub(joined).Round(time.Millisecond))
 
 	// sipp hangs up after ~6 s of audio and must count the call as successful.
-	select {
-	case err := <-sippDone:
-		sippDone <- err // for the deferred wait
-		if err != nil {
-			t.Fatalf("sipp: %v\n%s", err, tail(sippOut.String()))
-		}
-	case <-ctx.Done():
-		t.Fatalf("sipp did not finish:\n%s", tail(sippOut.String()))
+	if err := sipp.Wait(t, ctx); err != nil {
+		t.Fatalf("sipp: %v\n%s", err, sipp.Output())
 	}
 	t.Logf("call done %v after dialling", time.Since(dialed).Round(time.Millisecond))
 
@@ -277,7 +198,7 @@ func TestInboundCall(t *testing.T) {
 	}
 
 	// The hang-up removes the SIP participant.
-	eventually(t, ctx, "the SIP participant to leave", func() bool {
+	siptest.Eventually(t, ctx, "the SIP participant to leave", func() bool {
 		res, err := rooms.ListParticipants(ctx, &livekit.ListParticipantsRequest{Room: room})
 		if err != nil {
 			return true // the room is gone with it
@@ -291,30 +212,11 @@ func TestInboundCall(t *testing.T) {
 	})
 }
 
-// eventually polls cond until it holds, failing the test when ctx ends.
-func eventually(t *testing.T, ctx context.Context, what string, cond func() bool) {
-	t.Helper()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-func tail(s string) string {
-	if len(s) > 3000 {
-		return s[len(s)-3000:]
-	}
-	return s
-}
-
 // Start reports a bridge that cannot start, with its log, instead of waiting: here its
 // Redis does not exist, and livekit-sip gives up at once.
 func TestStartFails(t *testing.T) {
 	t.Parallel()
-	requireTools(t, false)
+	siptest.RequireTools(t, false)
 	if _, err := sipbridge.Start(context.Background(), sipbridge.Config{WorkDir: t.TempDir(), LiveKitURL: "ws://127.0.0.1:1"}); err == nil {
 		t.Fatal("Start without RedisAddr succeeded")
 	}

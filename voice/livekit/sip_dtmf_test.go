@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -19,7 +18,7 @@ import (
 
 	"github.com/parleyhq/parley/internal/lkserver"
 	"github.com/parleyhq/parley/internal/pgcluster"
-	"github.com/parleyhq/parley/internal/sipbridge"
+	"github.com/parleyhq/parley/internal/sipbridge/siptest"
 	"github.com/parleyhq/parley/voice"
 	"github.com/parleyhq/parley/voice/livekit"
 	"github.com/parleyhq/parley/voice/voicetest/openaitest"
@@ -34,52 +33,14 @@ const sippPcaps = "/usr/share/sip-tester"
 // Run offers the model send_dtmf by itself, and its keys go back to the bridge.
 func TestSIPDTMF(t *testing.T) {
 	t.Parallel()
-	var missing []string
-	if _, err := lkserver.FindBinary(); err != nil {
-		missing = append(missing, err.Error())
-	}
-	if _, err := sipbridge.FindBinary(); err != nil {
-		missing = append(missing, err.Error())
-	}
-	if _, err := sipbridge.FindRedis(); err != nil {
-		missing = append(missing, err.Error())
-	}
-	if _, err := exec.LookPath("sipp"); err != nil {
-		missing = append(missing, "sipp not found (run scripts/setup)")
-	}
-	if _, err := os.Stat(filepath.Join(sippPcaps, "dtmf_2833_pound.pcap")); err != nil {
-		missing = append(missing, "sipp's pcap recordings: "+err.Error())
-	}
-	if len(missing) > 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal(strings.Join(missing, "; "))
-		}
-		t.Skip(strings.Join(missing, "; "))
-	}
+	siptest.RequireTools(t, true, filepath.Join(sippPcaps, "dtmf_2833_pound.pcap"))
 	ctx, cancel := context.WithTimeout(t.Context(), 120*time.Second)
 	defer cancel()
-	stack, err := sipbridge.StartStack(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stack.Stop)
+	stack := siptest.StartStack(t)
 
 	const called, caller = "+15550111", "+15550177"
 	sc := lksdk.NewSIPClient(stack.Server.HTTPURL(), lkserver.DevKey, lkserver.DevSecret)
-	trunk, err := sc.CreateSIPInboundTrunk(ctx, &lkproto.CreateSIPInboundTrunkRequest{Trunk: &lkproto.SIPInboundTrunkInfo{
-		Name: "dtmf", Numbers: []string{called}, AllowedAddresses: []string{"127.0.0.1/32"},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := sc.CreateSIPDispatchRule(ctx, &lkproto.CreateSIPDispatchRuleRequest{DispatchRule: &lkproto.SIPDispatchRuleInfo{
-		Name: "dtmf", TrunkIds: []string{trunk.SipTrunkId},
-		Rule: &lkproto.SIPDispatchRule{Rule: &lkproto.SIPDispatchRule_DispatchRuleIndividual{
-			DispatchRuleIndividual: &lkproto.SIPDispatchRuleIndividual{RoomPrefix: "call-"},
-		}},
-	}}); err != nil {
-		t.Fatal(err)
-	}
+	siptest.RouteNumber(t, ctx, sc, "dtmf", called, nil)
 
 	scenario, err := os.ReadFile("testdata/uac_dtmf.xml")
 	if err != nil {
@@ -99,28 +60,12 @@ func TestSIPDTMF(t *testing.T) {
 	if err := os.WriteFile(sf, scenario, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	sipPort, err := pgcluster.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
 	mediaPort, err := pgcluster.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sippOut bytes.Buffer
-	sipp := exec.CommandContext(ctx, "sipp", "-sf", sf, "-s", called, "-key", "caller", caller,
-		"-m", "1", "-t", "u1", "-i", "127.0.0.1", "-p", strconv.Itoa(sipPort), "-mi", "127.0.0.1",
-		"-mp", strconv.Itoa(mediaPort), "-nostdin", "-timeout", "90s", "-timeout_error", stack.Bridge.SIPAddr())
-	sipp.Stdout, sipp.Stderr = &sippOut, &sippOut
-	if err := sipp.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sippDone := make(chan error, 1)
-	go func() { sippDone <- sipp.Wait() }()
-	defer func() {
-		cancel()
-		<-sippDone
-	}()
+	sipp := siptest.StartSipp(t, ctx, siptest.SippConfig{Scenario: sf,
+		Args: []string{"-s", called, "-key", "caller", caller, "-m", "1", "-mp", strconv.Itoa(mediaPort), stack.Bridge.SIPAddr()}})
 
 	// The call rings in its own room until an agent publishes audio.
 	rooms := lksdk.NewRoomServiceClient(stack.Server.HTTPURL(), lkserver.DevKey, lkserver.DevSecret)
@@ -136,7 +81,7 @@ func TestSIPDTMF(t *testing.T) {
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("no room for the call:\n%s", sippOut.String())
+			t.Fatalf("no room for the call:\n%s", sipp.Output())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -178,14 +123,8 @@ func TestSIPDTMF(t *testing.T) {
 		t.Errorf("the phone got keys %q, want 42#", keys)
 	}
 
-	select {
-	case err := <-sippDone:
-		sippDone <- err
-		if err != nil {
-			t.Fatalf("sipp: %v\n%s", err, sippOut.String())
-		}
-	case <-ctx.Done():
-		t.Fatalf("sipp did not finish:\n%s", sippOut.String())
+	if err := sipp.Wait(t, ctx); err != nil {
+		t.Fatalf("sipp: %v\n%s", err, sipp.Output())
 	}
 	if res := agent.wait(t); res.Outcome != livekit.CallerLeft || res.CallerKind != "sip" {
 		t.Errorf("result %+v", res)
