@@ -35,6 +35,12 @@
 // Worker-side methods take no tenant: call IDs carry 100 random bits and only reach the
 // worker through LiveKit, never from a client.
 //
+// A call's process can die mid-call. The maintenance job's FailStale fails calls no
+// worker ever began, and FailOrphans fails in-progress calls quiet for minutes whose
+// carrier says they are over (error_worker_lost): LiveKit, for a call in a room
+// that no longer exists; Twilio's REST API, for a Twilio call whose API process
+// held its media stream. These sweeps are global, across tenants.
+//
 // Tenant-facing methods (Get, List, End, CreateWeb, StartWeb) filter on tenant_id = $1,
 // so another tenant's call is indistinguishable from one that does not exist.
 //

@@ -464,6 +464,13 @@ func (s *Service) normaliseOutbound(in *OutboundInput) (map[string]any, error) {
 			f.Add("metadata."+k, "is reserved; use the request's own field")
 		}
 	}
+	// twilio_* keys are Parley's own record of a Twilio call (its SID decides how the
+	// call is ended and swept); a client must not be able to forge them.
+	for k := range meta {
+		if strings.HasPrefix(k, "twilio_") {
+			f.Add("metadata."+k, "is reserved for Parley's Twilio bookkeeping")
+		}
+	}
 	if len(in.Variables) > 0 {
 		meta[MetaVariables] = in.Variables
 	}

@@ -198,6 +198,9 @@ func TestCreateOutboundValidation(t *testing.T) {
 		{"variable name", ok(func(in *OutboundInput) { in.Variables = map[string]string{"{{x}}": "y"} }), "variables"},
 		{"long variable", ok(func(in *OutboundInput) { in.Variables = map[string]string{"x": strings.Repeat("y", 5000)} }), "variables.x"},
 		{"reserved metadata", ok(func(in *OutboundInput) { in.Metadata = map[string]any{"variables": "x"} }), "metadata.variables"},
+		{"forged Twilio SID", ok(func(in *OutboundInput) {
+			in.Metadata = map[string]any{"twilio_call_sid": "CA0123456789abcdef0123456789abcdef"}
+		}), "metadata.twilio_call_sid"},
 		{"huge metadata", ok(func(in *OutboundInput) { in.Metadata = map[string]any{"x": strings.Repeat("y", 20000)} }), "metadata"},
 		{"key with space", ok(func(in *OutboundInput) { in.IdempotencyKey = "a b" }), "idempotency_key"},
 		{"long key", ok(func(in *OutboundInput) { in.IdempotencyKey = strings.Repeat("k", 256) }), "idempotency_key"},

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
+	twclient "github.com/twilio/twilio-go/client"
 
 	"github.com/parleyhq/parley/internal/errs"
 	"github.com/parleyhq/parley/internal/ids"
@@ -57,10 +59,18 @@ type Service struct {
 	jobs *river.Client[pgx.Tx]
 	// out is what outbound calls need besides the table (outbound.go, SetOutbound).
 	out OutboundDeps
-	// hangup ends Twilio calls, which have no room (set by NewTwilio).
-	hangup interface {
-		Hangup(ctx context.Context, c Call) error
-	}
+	// twilio ends Twilio calls, which have no room, and looks up their status for
+	// FailOrphans (set by NewTwilio; nil: Twilio is not configured).
+	twilio twilioCalls
+}
+
+// twilioCalls is what the service asks Twilio (a *Twilio) about the calls it carries.
+type twilioCalls interface {
+	Hangup(ctx context.Context, c Call) error
+	// callStatus is Twilio's status of call sid of account ("": the configured
+	// account): queued, ringing, in-progress, completed, busy, failed, no-answer or
+	// canceled.
+	callStatus(ctx context.Context, sid, account string) (string, error)
 }
 
 // New returns a Service.
@@ -537,13 +547,14 @@ func (s *Service) End(ctx context.Context, tenantID, id string) (Call, error) {
 	if !c.Live() {
 		return Call{}, ErrCallEnded
 	}
-	if sid, _ := c.Metadata[MetaTwilioCallSID].(string); sid != "" {
+	if sid, _ := c.Metadata[MetaTwilioCallSID].(string); sid != "" && c.Direction != DirectionWeb {
 		// A Twilio call: Twilio hangs it up (or cancels it while it rings), the media
-		// stream stops and the call's process finishes it (api_ended).
-		if s.hangup == nil {
+		// stream stops and the call's process finishes it (api_ended). A web call's
+		// metadata is the client's, so a twilio_call_sid there means nothing.
+		if s.twilio == nil {
 			return Call{}, ErrTwilioNotConfigured
 		}
-		if err := s.hangup.Hangup(ctx, c); err != nil {
+		if err := s.twilio.Hangup(ctx, c); err != nil {
 			s.log.ErrorContext(ctx, "calls: end: twilio hang-up", "call_id", id, "err", err)
 			return Call{}, fmt.Errorf("%w: %w", ErrTwilioUnavailable, err)
 		}
@@ -591,18 +602,44 @@ func (s *Service) FailStale(ctx context.Context, olderThan time.Duration) (int, 
 	return int(tag.RowsAffected()), nil
 }
 
-// FailOrphans fails in-progress calls whose room is gone while nothing has been saved for
-// quiet: their worker died (killed, crashed, lost its machine) without finishing them,
-// so they would look live for ever. A worker finishes its call within moments of the
-// room closing and saves the live transcript every second while anyone speaks, so a
-// call quiet for minutes in a room that no longer exists has nobody left to finish it.
-// It returns how many it failed.
+// FailOrphans fails in-progress calls that nobody is left to finish, as
+// error_worker_lost, and returns how many it failed. A call's process (the LiveKit
+// worker, or for a Twilio call the API process holding its media websocket) may die
+// mid-call (killed, crashed, lost its machine) without finishing it, and the call
+// would look live for ever. Only calls with nothing saved for quiet are considered:
+// a live call saves its transcript every second while anyone speaks, and a call's
+// process finishes it within moments of the call ending. Of those:
+//
+//   - a call in a LiveKit room is an orphan if the room no longer exists (asked of
+//     LiveKit; skipped when LiveKit is not configured);
+//   - a Twilio call (a phone call with a twilio_call_sid; an outbound one has a
+//     room_name, but that room is never created, so the room test does not apply)
+//     is an orphan if Twilio's REST API says the call is over (completed, busy,
+//     failed, no-answer, canceled); one Twilio says is still queued, ringing or in
+//     progress is left to its process. Skipped when Twilio is not configured.
+//     Twilio being unreachable ends this part of the sweep; an error about one call
+//     (unknown to Twilio, say) only skips that call.
+//
+// Each sweep looks at the calls quiet longest, a bounded number of each kind, so a
+// backlog is worked off over several runs. Errors of one kind do not stop the other.
 func (s *Service) FailOrphans(ctx context.Context, quiet time.Duration) (int, error) {
+	rooms, roomErr := s.failRoomOrphans(ctx, quiet)
+	twilio, twilioErr := s.failTwilioOrphans(ctx, quiet)
+	return rooms + twilio, errors.Join(roomErr, twilioErr)
+}
+
+// isTwilioCall is the SQL test for a call carried by Twilio, as End tells one (a
+// twilio_call_sid in its metadata). Web calls are never Twilio's: their metadata is
+// the client's own.
+const isTwilioCall = `(direction <> 'web' AND coalesce(metadata->>'twilio_call_sid', '') <> '')`
+
+// failRoomOrphans is FailOrphans for calls in LiveKit rooms.
+func (s *Service) failRoomOrphans(ctx context.Context, quiet time.Duration) (int, error) {
 	if s.cfg.Rooms == nil {
 		return 0, nil
 	}
 	rows, err := s.pool.Query(ctx, `SELECT id, room_name FROM calls
-		WHERE call_status = 'in_progress' AND updated_at < $1 AND room_name <> ''
+		WHERE call_status = 'in_progress' AND updated_at < $1 AND room_name <> '' AND NOT `+isTwilioCall+`
 		ORDER BY updated_at LIMIT 500`, s.now().Add(-quiet))
 	if err != nil {
 		return 0, fmt.Errorf("calls: fail orphans: %w", err)
@@ -645,6 +682,97 @@ func (s *Service) FailOrphans(ctx context.Context, quiet time.Duration) (int, er
 		}
 	}
 	return n, nil
+}
+
+// twilioOrphanBatch bounds the Twilio calls one sweep looks up: one REST request
+// each, one after another, so 200 take well under a minute at Twilio's usual
+// latency, and far more quiet in-progress Twilio calls than that means something
+// else is wrong.
+const twilioOrphanBatch = 200
+
+// failTwilioOrphans is FailOrphans for Twilio calls: it asks Twilio about each.
+func (s *Service) failTwilioOrphans(ctx context.Context, quiet time.Duration) (int, error) {
+	if s.twilio == nil {
+		return 0, nil
+	}
+	rows, err := s.pool.Query(ctx, `SELECT id, metadata->>'twilio_call_sid', coalesce(metadata->>'twilio_account_sid', '')
+		FROM calls WHERE call_status = 'in_progress' AND updated_at < $1 AND `+isTwilioCall+`
+		ORDER BY updated_at LIMIT $2`, s.now().Add(-quiet), twilioOrphanBatch)
+	if err != nil {
+		return 0, fmt.Errorf("calls: fail twilio orphans: %w", err)
+	}
+	type twilioCall struct{ id, sid, account string }
+	var found []twilioCall
+	for rows.Next() {
+		var c twilioCall
+		if err := rows.Scan(&c.id, &c.sid, &c.account); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("calls: fail twilio orphans: %w", err)
+		}
+		found = append(found, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("calls: fail twilio orphans: %w", err)
+	}
+	n := 0
+	var failures []error
+	for _, c := range found {
+		log := s.log.With("call_id", c.id, "call_sid", c.sid)
+		// The SIDs go into the REST path: anything but Twilio's own shape is not
+		// asked about (an outbound call's metadata is partly the client's).
+		if !twilioSID(c.sid, "CA") || (c.account != "" && !twilioSID(c.account, "AC")) {
+			log.WarnContext(ctx, "calls: fail orphans: malformed twilio SID; not asking Twilio", "account_sid", c.account)
+			continue
+		}
+		status, err := s.twilio.callStatus(ctx, c.sid, c.account)
+		if err != nil {
+			var rest *twclient.TwilioRestError
+			if !errors.As(err, &rest) {
+				// Twilio unreachable (or ctx done): the rest would fail alike.
+				failures = append(failures, err)
+				break
+			}
+			// Twilio answered, about this call only (not found, say): the next sweep
+			// asks again.
+			log.WarnContext(ctx, "calls: fail orphans: twilio call status", "err", err)
+			failures = append(failures, err)
+			continue
+		}
+		switch status {
+		case "queued", "initiated", "ringing", "in-progress":
+			// Live: its process is still there (or the stream is silent); leave it.
+			continue
+		case "completed", "busy", "failed", "no-answer", "canceled":
+		default:
+			log.WarnContext(ctx, "calls: fail orphans: unknown twilio call status", "twilio_status", status)
+			continue
+		}
+		ended, err := s.failOrphan(ctx, c.id, quiet)
+		if err != nil {
+			return n, errors.Join(append(failures, fmt.Errorf("calls: fail orphan %s: %w", c.id, err))...)
+		}
+		if ended {
+			log.InfoContext(ctx, "calls: failed a twilio call whose process was lost", "twilio_status", status)
+			n++
+		}
+	}
+	return n, errors.Join(failures...)
+}
+
+// twilioSID reports whether sid is a Twilio SID with prefix: two letters and 32 hex
+// digits.
+func twilioSID(sid, prefix string) bool {
+	rest, ok := strings.CutPrefix(sid, prefix)
+	if !ok || len(rest) != 32 {
+		return false
+	}
+	for _, r := range rest {
+		if !('0' <= r && r <= '9' || 'a' <= r && r <= 'f' || 'A' <= r && r <= 'F') {
+			return false
+		}
+	}
+	return true
 }
 
 // failOrphan fails one orphaned call and, if it had a transcript, enqueues its

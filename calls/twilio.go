@@ -1,6 +1,7 @@
 package calls
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -10,6 +11,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -207,7 +209,9 @@ func NewTwilio(svc *Service, engine *Engine, routes TwilioRoutes, cfg TwilioConf
 		log: cfg.Logger.With("component", "twilio"), hangups: map[string]bool{},
 		transfers: map[string]*transferSink{}}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
-	svc.hangup = t // POST /v1/calls/{id}/end hangs Twilio calls up through Twilio
+	// POST /v1/calls/{id}/end hangs Twilio calls up through Twilio, and FailOrphans
+	// asks it whether quiet calls are still up.
+	svc.twilio = t
 	return t, nil
 }
 
@@ -422,30 +426,89 @@ func (t *Twilio) Hangup(ctx context.Context, c Call) error {
 	return nil
 }
 
+// callStatus fetches call sid's status from Twilio's REST API (Calls/{Sid}.json),
+// in account ("": the configured account's), for FailOrphans.
+func (t *Twilio) callStatus(ctx context.Context, sid, account string) (string, error) {
+	p := &twapi.FetchCallParams{}
+	if account != "" {
+		p.SetPathAccountSid(account)
+	}
+	res, err := t.api(ctx).FetchCall(sid, p)
+	if err != nil {
+		return "", fmt.Errorf("calls: twilio: fetch call %s: %w", sid, err)
+	}
+	if res.Status == nil || *res.Status == "" {
+		return "", fmt.Errorf("calls: twilio: fetch call %s: the answer has no status", sid)
+	}
+	return *res.Status, nil
+}
+
 // api is a REST client whose requests carry ctx (twilio-go's own do not take one)
-// and go to APIBaseURL.
+// and go to APIBaseURL. The HTTP client's Timeout is applied by the transport
+// instead (see twilioTransport).
 func (t *Twilio) api(ctx context.Context) *twapi.ApiService {
 	hc := *t.cfg.HTTPClient
-	hc.Transport = twilioTransport{ctx: ctx, base: t.base, next: t.cfg.HTTPClient.Transport}
+	hc.Timeout = 0
+	hc.Transport = twilioTransport{ctx: ctx, timeout: t.cfg.HTTPClient.Timeout, base: t.base, next: t.cfg.HTTPClient.Transport}
 	c := &twclient.Client{Credentials: twclient.NewCredentials(t.cfg.AccountSID, t.cfg.AuthToken), HTTPClient: &hc}
 	c.SetAccountSid(t.cfg.AccountSID)
 	return twapi.NewApiServiceWithClient(c)
 }
 
+// twilioTransport sends twilio-go's requests to base with ctx and a timeout.
+//
+// twilio-go decodes an error answer and never closes its body. With http.Client's
+// Timeout, that would keep the client's timer goroutine, and the connection, until
+// the timeout; so the transport bounds each request with a context instead, reads
+// an error answer (a small JSON document) itself and releases everything at once.
+// A success's body is closed by twilio-go, which ends its context.
 type twilioTransport struct {
-	ctx  context.Context
-	base *url.URL
-	next http.RoundTripper
+	ctx     context.Context
+	timeout time.Duration // 0: none
+	base    *url.URL
+	next    http.RoundTripper
 }
 
 func (tr twilioTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(tr.ctx)
+	ctx, cancel := tr.ctx, context.CancelFunc(func() {})
+	if tr.timeout > 0 {
+		ctx, cancel = context.WithTimeout(tr.ctx, tr.timeout)
+	}
+	r = r.Clone(ctx)
 	r.URL.Scheme, r.URL.Host, r.Host = tr.base.Scheme, tr.base.Host, ""
 	next := tr.next
 	if next == nil {
 		next = http.DefaultTransport
 	}
-	return next.RoundTrip(r)
+	res, err := next.RoundTrip(r)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	if res.StatusCode < 400 {
+		res.Body = cancelBody{ReadCloser: res.Body, cancel: cancel}
+		return res, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+	res.Body.Close()
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	res.Body, res.ContentLength = io.NopCloser(bytes.NewReader(b)), int64(len(b))
+	return res, nil
+}
+
+// cancelBody ends its request's context when closed.
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }
 
 // --- TwiML and media tokens ---

@@ -31,7 +31,7 @@ func (m twilioNumbers) InboundRoute(_ context.Context, number string) (telephony
 
 func newTwilio(t *testing.T, e *env, routes TwilioRoutes, mod func(*TwilioConfig)) *Twilio {
 	t.Helper()
-	cfg := TwilioConfig{AccountSID: "AC0123456789abcdef0123456789abcdef", AuthToken: "0123456789abcdef0123456789abcdef",
+	cfg := TwilioConfig{AccountSID: testTwilioAccount, AuthToken: testTwilioToken,
 		PublicURL: "https://parley.example.com/base/"}
 	if mod != nil {
 		mod(&cfg)
