@@ -28,6 +28,8 @@ import (
 	"github.com/parleyhq/parley/internal/pgcluster"
 	"github.com/parleyhq/parley/internal/safehttp"
 	"github.com/parleyhq/parley/internal/sipbridge"
+	"github.com/parleyhq/parley/internal/sipbridge/siptest"
+	"github.com/parleyhq/parley/internal/sysstat"
 	"github.com/parleyhq/parley/telephony"
 	"github.com/parleyhq/parley/voice/audio"
 	"github.com/parleyhq/parley/voice/livekit/dispatch"
@@ -274,28 +276,12 @@ func (c *benchCall) transcribe(u openaitest.Upload) string {
 // sending its calls to the worker with {"phone_number": number}, and a route to the
 // agent in Lines.
 func (e *benchEnv) bindNumber(b *testing.B, ctx context.Context, number, tenantID, agentID string) {
-	trunk, err := e.sc.CreateSIPInboundTrunk(ctx, &livekit.CreateSIPInboundTrunkRequest{Trunk: &livekit.SIPInboundTrunkInfo{
-		Name: "bench " + number, Numbers: []string{number}, AllowedAddresses: []string{"127.0.0.1/32"},
-	}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		e.sc.DeleteSIPTrunk(context.Background(), &livekit.DeleteSIPTrunkRequest{SipTrunkId: trunk.SipTrunkId})
-	})
 	meta, _ := json.Marshal(DispatchMetadata{PhoneNumber: number})
-	rule, err := e.sc.CreateSIPDispatchRule(ctx, &livekit.CreateSIPDispatchRuleRequest{DispatchRule: &livekit.SIPDispatchRuleInfo{
-		Name: "bench " + number, TrunkIds: []string{trunk.SipTrunkId},
-		Rule: &livekit.SIPDispatchRule{Rule: &livekit.SIPDispatchRule_DispatchRuleIndividual{
-			DispatchRuleIndividual: &livekit.SIPDispatchRuleIndividual{RoomPrefix: "call-"},
-		}},
-		RoomConfig: &livekit.RoomConfiguration{Agents: []*livekit.RoomAgentDispatch{{AgentName: e.agentName, Metadata: string(meta)}}},
-	}})
-	if err != nil {
-		b.Fatal(err)
-	}
+	trunk, rule := siptest.RouteNumber(b, ctx, e.sc, "bench "+number, number,
+		&livekit.RoomConfiguration{Agents: []*livekit.RoomAgentDispatch{{AgentName: e.agentName, Metadata: string(meta)}}})
 	b.Cleanup(func() {
 		e.sc.DeleteSIPDispatchRule(context.Background(), &livekit.DeleteSIPDispatchRuleRequest{SipDispatchRuleId: rule.SipDispatchRuleId})
+		e.sc.DeleteSIPTrunk(context.Background(), &livekit.DeleteSIPTrunkRequest{SipTrunkId: trunk.SipTrunkId})
 	})
 	e.lines.mu.Lock()
 	e.lines.routes[number] = telephony.Route{TenantID: tenantID, AgentID: agentID, NumberID: "num_" + number[1:], Number: number}
@@ -389,14 +375,14 @@ func (e *benchEnv) round(b *testing.B, n, round int) *benchRound {
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 
-	pids := map[string]int{"livekit-server": e.stack.Server.PID(), "livekit-sip": findPID("livekit-sip.yaml"), "redis": findPID("redis-server")}
-	cpu0 := map[string]time.Duration{"test": selfCPU()}
+	pids := map[string]int{"livekit-server": e.stack.Server.PID(), "livekit-sip": sysstat.ChildPID("livekit-sip.yaml"), "redis": sysstat.ChildPID("redis-server")}
+	cpu0 := map[string]time.Duration{"test": sysstat.SelfCPU()}
 	for name, pid := range pids {
-		cpu0[name] = procCPU(pid)
+		cpu0[name] = sysstat.ProcCPU(pid)
 	}
 	r.idleBefore = waitQuiet(b)
-	busy0, total0 := machineCPU()
-	r.load[0] = loadAvg()
+	busy0, total0 := sysstat.MachineCPU()
+	r.load[0] = sysstat.LoadAvg()
 	start := time.Now()
 	r.start = start
 	b.StartTimer()
@@ -425,14 +411,14 @@ func (e *benchEnv) round(b *testing.B, n, round int) *benchRound {
 	}
 	b.StopTimer()
 	r.wall = time.Since(start)
-	r.load[1] = loadAvg()
-	busy1, total1 := machineCPU()
+	r.load[1] = sysstat.LoadAvg()
+	busy1, total1 := sysstat.MachineCPU()
 	if total1 > total0 {
 		r.machineCPU = float64(busy1-busy0) / float64(total1-total0)
 	}
-	r.cpu["test"] = selfCPU() - cpu0["test"]
+	r.cpu["test"] = sysstat.SelfCPU() - cpu0["test"]
 	for name, pid := range pids {
-		r.cpu[name] = procCPU(pid) - cpu0[name]
+		r.cpu[name] = sysstat.ProcCPU(pid) - cpu0[name]
 	}
 	if cmd.ProcessState != nil {
 		r.cpu["sipp"] = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
@@ -464,9 +450,9 @@ func waitQuiet(b *testing.B) float64 {
 	}
 	deadline := time.Now().Add(wait)
 	for {
-		busy0, total0 := machineCPU()
+		busy0, total0 := sysstat.MachineCPU()
 		time.Sleep(5 * time.Second)
-		busy1, total1 := machineCPU()
+		busy1, total1 := sysstat.MachineCPU()
 		var used float64
 		if total1 > total0 {
 			// busy jiffies are 10 ms of one core each.
@@ -968,100 +954,4 @@ func freeUDPPort() (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("no free UDP port pair")
-}
-
-// The CPU helpers below are bench/internal/sysstat's, which Go's internal-package rule
-// keeps from this package.
-
-// selfCPU is the CPU time this process has used.
-func selfCPU() time.Duration { return procCPU(os.Getpid()) }
-
-// procCPU is the CPU time (user and system) process pid has used, from
-// /proc/<pid>/stat in USER_HZ (100) ticks; 0 if unknown.
-func procCPU(pid int) time.Duration {
-	if pid <= 0 {
-		return 0
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseUint(f[11], 10, 64)
-	st, _ := strconv.ParseUint(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
-}
-
-// machineCPU is the machine's busy and total jiffies from /proc/stat.
-func machineCPU() (busy, total uint64) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, 0
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	for i, v := range strings.Fields(line)[1:] {
-		n, _ := strconv.ParseUint(v, 10, 64)
-		total += n
-		if i != 3 && i != 4 { // idle, iowait
-			busy += n
-		}
-	}
-	return busy, total
-}
-
-// loadAvg is the machine's 1-minute load average.
-func loadAvg() float64 {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0
-	}
-	v, _ := strconv.ParseFloat(f[0], 64)
-	return v
-}
-
-// findPID is the process, a child of this one, whose command line contains s (a
-// path in the benchmark's own work directory, so no other process matches); 0 if none.
-func findPID(s string) int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0
-	}
-	self := os.Getpid()
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		i := strings.LastIndexByte(string(stat), ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) < 2 || f[1] != strconv.Itoa(self) {
-			continue
-		}
-		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil {
-			continue
-		}
-		if strings.Contains(strings.ReplaceAll(string(cmdline), "\x00", " ")+" ", s) {
-			return pid
-		}
-	}
-	return 0
 }

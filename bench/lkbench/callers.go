@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/parleyhq/parley/bench/internal/sysstat"
+	"github.com/parleyhq/parley/internal/sysstat"
 	"github.com/parleyhq/parley/voice/livekit/lktest"
 	"github.com/parleyhq/parley/voice/voicetest/openaitest"
 )

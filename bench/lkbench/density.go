@@ -21,7 +21,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/parleyhq/parley/bench/internal/sysstat"
+	"github.com/parleyhq/parley/internal/sysstat"
 	"github.com/parleyhq/parley/voice"
 )
 

@@ -49,7 +49,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/parleyhq/parley/bench/internal/sysstat"
+	"github.com/parleyhq/parley/internal/sysstat"
 	"github.com/parleyhq/parley/voice"
 	"github.com/parleyhq/parley/voice/audio"
 	"github.com/parleyhq/parley/voice/tts"

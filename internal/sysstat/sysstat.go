@@ -1,6 +1,7 @@
 // Package sysstat measures a benchmark process and its machine: CPU time of this and
 // other processes, resident set, Go heap, the machine's busy time, and quantiles of the
-// runtime's histograms. The benchmark commands (voicebench, lkbench) share it.
+// runtime's histograms. The benchmark commands (voicebench, lkbench) and the SIP
+// benchmark in package calls share it.
 package sysstat
 
 import (
@@ -127,6 +128,56 @@ func QuantileDelta(a, b *metrics.Float64Histogram, q float64) float64 {
 				up = b.Buckets[i]
 			}
 			return up
+		}
+	}
+	return 0
+}
+
+// LoadAvg is the machine's 1-minute load average (0 if unknown).
+func LoadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
+}
+
+// ChildPID is the process, a child of this one, whose command line contains s (a path
+// in the caller's own work directory, so that no other process matches); 0 if none.
+func ChildPID(s string) int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	self := os.Getpid()
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		i := strings.LastIndexByte(string(stat), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) < 2 || f[1] != strconv.Itoa(self) {
+			continue
+		}
+		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil {
+			continue
+		}
+		if strings.Contains(strings.ReplaceAll(string(cmdline), "\x00", " ")+" ", s) {
+			return pid
 		}
 	}
 	return 0
