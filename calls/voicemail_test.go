@@ -1,17 +1,15 @@
 package calls
 
 import (
-	"bytes"
 	"context"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
-	"github.com/parleyhq/parley/internal/pgcluster"
+	"github.com/parleyhq/parley/internal/sipbridge/siptest"
 	"github.com/parleyhq/parley/voice/audio"
 	"github.com/parleyhq/parley/voice/voicetest/openaitest"
 )
@@ -60,22 +58,10 @@ func TestSIPOutboundVoicemail(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 120*time.Second)
 	defer cancel()
 	sink := newRTPSink(t)
-	port, err := pgcluster.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.CommandContext(ctx, "sipp", "-sf", scenario, "-t", "u1", "-i", "127.0.0.1", "-p", strconv.Itoa(port),
-		"-mi", "127.0.0.1", "-nostdin", "-timeout", "90s", "-timeout_error", "-m", "1",
-		"-key", "rtpport", strconv.Itoa(sink.port()))
-	cmd.Dir = dir // rtp_stream reads machine.ulaw from the working directory
-	out := &bytes.Buffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-
+	// rtp_stream reads machine.ulaw from sipp's working directory.
+	sipp := siptest.StartSipp(t, ctx, siptest.SippConfig{Dir: dir, Scenario: scenario,
+		Args: []string{"-m", "1", "-key", "rtpport", strconv.Itoa(sink.port())}})
+	port := sipp.Port
 	e.outboundLine(t, "+15550210", "127.0.0.1:"+strconv.Itoa(port))
 	id := e.outboundCall(t, tenant, agentID, "+15550310", map[string]any{"variables": map[string]any{"customer_name": "Ada"}})
 	if _, err := e.jobs.Insert(ctx, DialArgs{CallID: id}, nil); err != nil {
@@ -85,13 +71,8 @@ func TestSIPOutboundVoicemail(t *testing.T) {
 	if live.CallStatus != StatusInProgress || live.StartTimestamp == nil {
 		t.Fatalf("answered call: %s / %s", live.CallStatus, live.DisconnectionReason)
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("sipp (the machine) did not get the agent's hang-up: %v\n%s", err, tail(out.String()))
-		}
-	case <-ctx.Done():
-		t.Fatalf("sipp did not finish:\n%s", tail(out.String()))
+	if err := sipp.Wait(t, ctx); err != nil {
+		t.Fatalf("sipp (the machine) did not get the agent's hang-up: %v\n%s", err, sipp.Output())
 	}
 	c := e.waitCall(t, ctx, tenant, id, "the call to end", func(c Call) bool { return !c.Live() })
 	if c.CallStatus != StatusVoicemail || c.DisconnectionReason != ReasonVoicemailReached {
